@@ -1,0 +1,50 @@
+"""Detect deepfake images with Hugging Face image-classification checkpoints.
+
+The public API is re-exported lazily so that ``import deepfake_detector`` (and the CLI's ``--help``)
+does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Detector": "deepfake_detector.inference.detector",
+    "ModelInfo": "deepfake_detector.inference.detector",
+    "Prediction": "deepfake_detector.results",
+    "Thresholds": "deepfake_detector.scoring",
+    "LabelRoles": "deepfake_detector.modeling.labels",
+    "DetectorError": "deepfake_detector.errors",
+    "CheckpointError": "deepfake_detector.errors",
+    "ImageLoadError": "deepfake_detector.errors",
+    "LabelMappingError": "deepfake_detector.errors",
+}
+
+__all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
+    "__version__",
+    "Detector",
+    "ModelInfo",
+    "Prediction",
+    "Thresholds",
+    "LabelRoles",
+    "DetectorError",
+    "CheckpointError",
+    "ImageLoadError",
+    "LabelMappingError",
+]
+
+if TYPE_CHECKING:
+    from deepfake_detector.errors import CheckpointError, DetectorError, ImageLoadError, LabelMappingError
+    from deepfake_detector.inference.detector import Detector, ModelInfo
+    from deepfake_detector.modeling.labels import LabelRoles
+    from deepfake_detector.results import Prediction
+    from deepfake_detector.scoring import Thresholds
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'deepfake_detector' has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""Flags shared by every command that loads a model, and the one place they become a `Detector`."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
+from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL, MODEL_ALIASES
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    aliases = ", ".join(f"{alias} = {hub_id}" for alias, hub_id in MODEL_ALIASES.items())
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"checkpoint folder, Hugging Face hub id, or alias ({aliases}); default: %(default)s",
+    )
+    group.add_argument("--revision", help="hub branch, tag or commit to load")
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    group.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept checkpoints with only pickle weights (pytorch_model.bin); unpickling can run code",
+    )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels than this (decompression-bomb guard); default: %(default)s",
+    )
+
+
+def load_detector(args: argparse.Namespace, thresholds=None):
+    """Builds the `Detector` the flags describe."""
+    from deepfake_detector.cli.main import quiet_libraries
+    from deepfake_detector.inference.detector import Detector
+
+    quiet_libraries()
+    return Detector.from_pretrained(
+        args.model,
+        revision=args.revision,
+        device=args.device,
+        thresholds=thresholds,
+        max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
+        allow_pickle=args.allow_pickle,
+    )

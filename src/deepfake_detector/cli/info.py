@@ -1,0 +1,40 @@
+"""``deepfake-detector info``: what a checkpoint is (labels, roles, preprocessing, size)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from deepfake_detector.cli.common import add_model_arguments, load_detector
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "info", help="show a checkpoint's labels, role mapping, input size, normalisation and size"
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = load_detector(args).info().to_dict()
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+        return 0
+    pre = info["preprocessing"]
+    lines = [
+        f"model:        {info['model']}" + (f" @ {info['revision']}" if info["revision"] else ""),
+        f"architecture: {info['architecture']} ({info['num_parameters']:,} parameters)",
+        "labels:       " + ", ".join(f"{i}={name}" for i, name in info["id2label"].items()),
+        f"roles:        real = {', '.join(info['roles']['real'])}; fake = {', '.join(info['roles']['fake'])}",
+        f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}",
+        f"input size:   {pre.get('size')}"
+        + (f", centre crop {pre['crop_size']}" if pre.get("do_center_crop") else ""),
+        f"normalise:    mean {pre.get('image_mean')}, std {pre.get('image_std')}, "
+        f"rescale {pre.get('rescale_factor')}",
+        f"processor:    {pre.get('image_processor_type')}",
+        f"device:       {info['device']}",
+    ]
+    print("\n".join(lines))
+    return 0

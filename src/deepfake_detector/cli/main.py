@@ -1,0 +1,52 @@
+"""``deepfake-detector``: the command-line shell over the library. It parses flags and calls the
+library; it never touches tensors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfake_detector import __version__
+from deepfake_detector.cli import info, predict
+
+COMMANDS = (predict, info)
+
+EXIT_OK, EXIT_INPUT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepfake-detector",
+        description="Detect deepfake images: is this fake, how sure, and why.",
+        epilog="Exit codes: 0 all inputs scored, 1 some inputs failed (see their error rows), "
+        "2 bad usage or the model could not be loaded.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def quiet_libraries() -> None:
+    """Hide transformers' load-time progress bars and backend notices; our own errors say what matters."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command and returns its exit code."""
+    args = build_parser().parse_args(argv)
+    from deepfake_detector.errors import DetectorError
+
+    try:
+        return args.run(args)
+    except DetectorError as error:
+        print(f"deepfake-detector {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def entry_point() -> None:
+    sys.exit(main())

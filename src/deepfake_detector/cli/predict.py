@@ -1,0 +1,140 @@
+"""``deepfake-detector predict``: score files, folders and globs; write one row per input."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from deepfake_detector.cli.common import (
+    add_image_arguments,
+    add_model_arguments,
+    load_detector,
+    positive_int,
+    probability,
+)
+from deepfake_detector.io.writers import (
+    FORMATS,
+    RESUMABLE_FORMATS,
+    ResultWriter,
+    infer_format,
+    load_done_sources,
+)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="score images: is each one fake, and how sure",
+        description="Score images. Each input gives one row; an input that can't be read gives an error "
+        "row and the rest are still scored. Exit code 1 when any input failed.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    add_model_arguments(parser)
+    add_image_arguments(parser)
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format; default: from the --output suffix (.json, .jsonl, .csv), else table",
+    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="write results here instead of stdout")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, help="images per model call (%(default)s)"
+    )
+    band = parser.add_mutually_exclusive_group()
+    band.add_argument(
+        "--threshold", type=probability, metavar="T", help="call an image fake when its fake score >= T"
+    )
+    band.add_argument(
+        "--uncertain-band",
+        type=probability,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="real below LOW, fake at or above HIGH, 'uncertain' in between",
+    )
+    parser.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"skip inputs already in --output and append the rest ({'/'.join(RESUMABLE_FORMATS)} only)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
+    parser.set_defaults(run=run)
+
+
+def _thresholds(args: argparse.Namespace):
+    from deepfake_detector.scoring import Thresholds
+
+    if args.threshold is not None:
+        return Thresholds.single(args.threshold)
+    if args.uncertain_band is not None:
+        low, high = args.uncertain_band
+        if low > high:
+            raise SystemExit(
+                f"deepfake-detector predict: error: --uncertain-band LOW ({low}) exceeds HIGH ({high})"
+            )
+        return Thresholds(real=low, fake=high)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepfake_detector.io.inputs import ScanStats, expand_inputs
+
+    fmt = args.format or infer_format(args.output)
+    done: set[str] = set()
+    if args.resume:
+        if not args.output:
+            raise SystemExit("deepfake-detector predict: error: --resume needs --output FILE to resume from")
+        try:
+            done = load_done_sources(args.output, fmt)
+        except ValueError as error:
+            raise SystemExit(f"deepfake-detector predict: error: {error}") from None
+    detector = load_detector(args, thresholds=_thresholds(args))
+
+    stats = ScanStats()
+    inputs = (
+        item
+        for item in expand_inputs(args.paths, recursive=args.recursive, stats=stats)
+        if (item if isinstance(item, str) else item.source) not in done
+    )
+    appending = bool(args.resume and done)
+    failed = 0
+    with contextlib.ExitStack() as stack:
+        stream = (
+            stack.enter_context(open(args.output, "a" if appending else "w", encoding="utf-8", newline=""))
+            if args.output
+            else sys.stdout
+        )
+        writer = ResultWriter(stream, fmt, write_header=not appending)
+        progress = stack.enter_context(
+            tqdm(desc="scoring", unit="img", file=sys.stderr, disable=True if args.quiet else None)
+        )
+        try:
+            for prediction in detector.iter_predict(inputs, batch_size=args.batch_size):
+                writer.write(prediction)
+                failed += prediction.error is not None
+                progress.update()
+        finally:
+            writer.close()
+    if not args.quiet:
+        _print_summary(writer.count, failed, len(done), stats, args.output)
+    return 1 if failed else 0
+
+
+def _print_summary(count: int, failed: int, resumed: int, stats, output: str | None) -> None:
+    parts = [f"scored {count - failed} of {count} inputs"]
+    if failed:
+        parts.append(f"{failed} failed (see their error rows)")
+    if resumed:
+        parts.append(f"{resumed} already in {output} were skipped")
+    if stats.skipped_non_images:
+        examples = ", ".join(stats.skipped_examples)
+        parts.append(
+            f"{stats.skipped_non_images} non-image files in folders were not scored (e.g. {examples})"
+        )
+    print(
+        "deepfake-detector: " + "; ".join(parts) + (f"; results in {output}" if output else ""),
+        file=sys.stderr,
+    )

@@ -1,0 +1,24 @@
+"""Exception types raised at the library's boundaries.
+
+Every message says what was wrong and what is accepted, so the CLI and the API can show it as is.
+"""
+
+
+class DetectorError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class CheckpointError(DetectorError):
+    """A checkpoint could not be found, downloaded or trusted."""
+
+
+class LabelMappingError(CheckpointError):
+    """A checkpoint's labels cannot be mapped to the real and fake roles."""
+
+
+class ImageLoadError(DetectorError):
+    """One input could not be read as an image. The message names the input and the problem."""
+
+
+class MissingExtraError(ImportError, DetectorError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -1,0 +1,111 @@
+"""Expand command-line inputs (files, folders, globs) into a stream of image paths.
+
+Problems with an input (a missing path, a glob that matches nothing, an unreadable folder, a symlink
+loop) become `InputProblem` items in the stream so the caller records them as error rows; nothing is
+skipped silently and nothing aborts the rest of the run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An input that named no readable image; it becomes an error row under ``source``."""
+
+    source: str
+    error: str
+
+
+@dataclass
+class ScanStats:
+    """What folder scans passed over on purpose: files whose suffix is not an image's."""
+
+    skipped_non_images: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+
+    def skip(self, path: str) -> None:
+        self.skipped_non_images += 1
+        if len(self.skipped_examples) < 3:
+            self.skipped_examples.append(path)
+
+
+def is_image_path(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
+
+
+def _scan_folder(root: str, recursive: bool, stats: ScanStats) -> Iterator[str | InputProblem]:
+    """Yields image files under ``root`` in sorted order, following symlinks but never looping."""
+    visited: set[tuple[int, int]] = set()
+
+    def walk(folder: str) -> Iterator[str | InputProblem]:
+        try:
+            info = os.stat(folder)
+        except OSError as error:
+            yield InputProblem(folder, f"{folder}: cannot access folder ({error.strerror or error})")
+            return
+        key = (info.st_dev, info.st_ino)
+        if key in visited:
+            yield InputProblem(folder, f"{folder}: directory loop (links back to a folder already scanned)")
+            return
+        visited.add(key)
+        try:
+            with os.scandir(folder) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError as error:
+            yield InputProblem(folder, f"{folder}: cannot list folder ({error.strerror or error})")
+            return
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                if recursive:
+                    yield from walk(path)
+            elif is_image_path(path) or not os.path.exists(path):
+                # A dangling symlink with an image name is reported, not dropped.
+                yield path
+            else:
+                stats.skip(path)
+
+    yield from walk(root)
+
+
+def expand_inputs(
+    inputs: Iterable[str], *, recursive: bool = False, stats: ScanStats | None = None
+) -> Iterator[str | InputProblem]:
+    """Turns files, folders and glob patterns into image paths, lazily, in a stable order.
+
+    Args:
+        inputs: What the user named. Files are yielded as given, whatever their suffix (a file named
+            explicitly is always attempted). Folders yield their image files (by suffix); with
+            ``recursive`` also those of sub-folders. Patterns with ``*``, ``?`` or ``[`` are globbed
+            (``**`` spans folders).
+        recursive: Descend into sub-folders.
+        stats: Receives counts of non-image files that folder scans passed over.
+
+    Yields:
+        Paths, or `InputProblem` for inputs that name nothing readable.
+    """
+    stats = stats if stats is not None else ScanStats()
+    for given in inputs:
+        if os.path.isdir(given):
+            yield from _scan_folder(given, recursive, stats)
+        elif os.path.lexists(given) or not (_GLOB_CHARS & set(given)):
+            yield given  # the loader reports a missing or unreadable file under its own name
+        else:
+            matches = sorted(glob.glob(given, recursive=True))
+            if not matches:
+                yield InputProblem(given, f"{given}: no files match this pattern")
+            for match in matches:
+                if os.path.isdir(match):
+                    yield from _scan_folder(match, recursive, stats)
+                else:
+                    yield match

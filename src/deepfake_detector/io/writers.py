@@ -1,0 +1,110 @@
+"""Write `Prediction` records as a table, JSON, JSON Lines or CSV.
+
+JSONL and CSV rows are written and flushed as results arrive, so a run killed halfway keeps every
+row it finished, and `load_done_sources` lets a rerun skip them (``--resume``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import TextIO
+
+from deepfake_detector.results import Prediction
+
+FORMATS = ("table", "json", "jsonl", "csv")
+RESUMABLE_FORMATS = ("jsonl", "csv")
+_SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def infer_format(output: str | None) -> str:
+    """The format implied by an output file's suffix; "table" for the terminal or unknown suffixes."""
+    if output is None:
+        return "table"
+    return _SUFFIX_FORMATS.get(Path(output).suffix.lower(), "table")
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # full precision: anyone can recompute from the file
+    return str(value)
+
+
+class ResultWriter:
+    """Writes predictions to a text stream in one format."""
+
+    def __init__(self, stream: TextIO, fmt: str, *, write_header: bool = True) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        self.stream = stream
+        self.format = fmt
+        self.count = 0
+        self._csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        if fmt == "csv" and write_header:
+            self._csv.writerow(Prediction.field_names())
+        elif fmt == "table":
+            self.stream.write(f"{'verdict':<10} {'fake_score':>10}  {'label':<12} source\n")
+        elif fmt == "json":
+            self.stream.write("[")
+
+    def write(self, prediction: Prediction) -> None:
+        row = prediction.to_dict()
+        if self.format == "jsonl":
+            self.stream.write(json.dumps(row) + "\n")
+        elif self.format == "csv":
+            self._csv.writerow([_csv_value(row[name]) for name in Prediction.field_names()])
+        elif self.format == "json":
+            self.stream.write(("," if self.count else "") + "\n  " + json.dumps(row))
+        else:
+            self.stream.write(_table_row(prediction))
+        self.count += 1
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.format == "json":
+            self.stream.write("\n]\n" if self.count else "]\n")
+        self.stream.flush()
+
+
+def _table_row(prediction: Prediction) -> str:
+    if prediction.error is not None:
+        return f"{'ERROR':<10} {'-':>10}  {'-':<12} {prediction.error}\n"
+    score = f"{prediction.fake_score:>10.4f}"
+    return f"{prediction.verdict:<10} {score}  {prediction.label:<12} {prediction.source}\n"
+
+
+def load_done_sources(path: str | os.PathLike, fmt: str) -> set[str]:
+    """Sources already recorded in a JSONL or CSV results file, for ``--resume``.
+
+    A run killed mid-write can leave a partial last line; it is cut off here (the file is truncated to
+    its last complete row) so the rerun appends cleanly and scores that input again.
+
+    Raises:
+        ValueError: The format can't be resumed, or the file isn't a results file of that format.
+    """
+    if fmt not in RESUMABLE_FORMATS:
+        raise ValueError(f"--resume needs an appendable format ({', '.join(RESUMABLE_FORMATS)}), not {fmt!r}")
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
+    if fmt == "jsonl":
+        try:
+            return {str(json.loads(line)["source"]) for line in lines if line.strip()}
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a JSONL results file ({error}); cannot resume") from None
+    rows = list(csv.reader(lines))
+    if not rows:
+        return set()
+    if rows[0] != Prediction.field_names():
+        raise ValueError(f"{path}: CSV header {rows[0]} is not a results header; cannot resume")
+    return {row[0] for row in rows[1:] if row}

@@ -1,0 +1,162 @@
+"""Find a checkpoint (local folder or Hugging Face hub id) and load its model and image processor.
+
+Hub checkpoints are fetched with ``snapshot_download`` into the normal Hugging Face cache, limited to
+configs and safetensors weights, and then loaded from that folder exactly like a local one, so both
+paths share one set of checks. Pickle weights (``pytorch_model.bin``) can run arbitrary code when
+loaded and are refused unless the caller opts in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepfake_detector.errors import CheckpointError
+
+SEED_MODEL_ID = "prithivMLmods/Deep-Fake-Detector-v2-Model"
+MODEL_ALIASES = {"seed-v2": SEED_MODEL_ID}
+DEFAULT_MODEL = "seed-v2"
+
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_METADATA_PATTERNS = ["*.json", "*.txt", "*.md"]
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A checkpoint found on disk.
+
+    Attributes:
+        name: What the user asked for, with aliases expanded (a hub id or a folder path).
+        folder: The local folder holding config, processor and weights.
+        revision: The hub commit the folder was resolved to; None for local folders.
+    """
+
+    name: str
+    folder: Path
+    revision: str | None
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> ResolvedCheckpoint:
+    """Finds a checkpoint on disk, downloading it from the hub when it is a hub id.
+
+    Args:
+        name_or_path: A local folder written by ``save_pretrained``, a hub id, or an alias
+            (``seed-v2``).
+        revision: Hub branch, tag or commit; pin a commit for reproducible scores.
+        allow_pickle: Also accept ``pytorch_model.bin`` weights (unsafe: unpickling runs code).
+        cache_dir: Hugging Face cache folder; defaults to ``HF_HOME``'s.
+        local_files_only: Never touch the network; use the cache only.
+
+    Raises:
+        CheckpointError: The folder is missing or incomplete, the hub is unreachable with nothing
+            cached, or the checkpoint only has pickle weights and ``allow_pickle`` is False.
+    """
+    given = os.fspath(name_or_path)
+    name = MODEL_ALIASES.get(given, given)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        folder, resolved_revision = local, None
+    elif local.exists() or given.startswith((".", "/", "~")) or os.sep in given.replace("/", "", 1):
+        raise CheckpointError(f"model folder {given!r} does not exist or is not a folder")
+    else:
+        folder = _download(name, given, revision, allow_pickle, cache_dir, local_files_only)
+        resolved_revision = folder.name  # snapshots/<commit>
+    _check_folder(folder, given, allow_pickle)
+    return ResolvedCheckpoint(name=name, folder=folder, revision=resolved_revision)
+
+
+def _download(
+    repo_id: str,
+    given: str,
+    revision: str | None,
+    allow_pickle: bool,
+    cache_dir: str | os.PathLike | None,
+    local_files_only: bool,
+) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = [*_METADATA_PATTERNS, "*.safetensors"] + (["*.bin"] if allow_pickle else [])
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                allow_patterns=patterns,
+            )
+        )
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"cannot load {given!r} ({repo_id}): the Hugging Face hub is unreachable and no cached copy "
+            "exists; download it on a connected machine (`hf download "
+            f"{repo_id} --local-dir FOLDER`) and pass that folder as the model (--model FOLDER)"
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"{repo_id!r} has no revision {revision!r}") from None
+    except (RepositoryNotFoundError, HFValidationError):
+        raise CheckpointError(
+            f"{given!r} is neither a local folder nor a model on the Hugging Face hub; "
+            f"known aliases: {', '.join(MODEL_ALIASES)}"
+        ) from None
+
+
+def _check_folder(folder: Path, given: str, allow_pickle: bool) -> None:
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{given!r}: no config.json in {folder}; expected a save_pretrained() folder")
+    if not (folder / "preprocessor_config.json").is_file():
+        raise CheckpointError(
+            f"{given!r}: no preprocessor_config.json in {folder}; the checkpoint must carry its image "
+            "processor (save it with processor.save_pretrained(folder)) so preprocessing matches training"
+        )
+    if any((folder / weights).is_file() for weights in _SAFE_WEIGHTS):
+        return
+    if any((folder / weights).is_file() for weights in _PICKLE_WEIGHTS):
+        if allow_pickle:
+            return
+        raise CheckpointError(
+            f"{given!r} has only pickle weights (pytorch_model.bin), which can execute arbitrary code when "
+            "loaded; convert them to model.safetensors, or opt in with allow_pickle=True (--allow-pickle) "
+            "if you trust the source"
+        )
+    raise CheckpointError(f"{given!r}: no model weights (model.safetensors) in {folder}")
+
+
+def load_model_and_processor(checkpoint: ResolvedCheckpoint, *, allow_pickle: bool = False, **model_kwargs):
+    """Loads the classification model and its own image processor from a resolved checkpoint.
+
+    Args:
+        checkpoint: Where the files are.
+        allow_pickle: Permit ``pytorch_model.bin`` weights.
+        **model_kwargs: Passed to ``AutoModelForImageClassification.from_pretrained`` (for example
+            ``attn_implementation="eager"``).
+
+    Returns:
+        ``(model, processor)``, the model in eval mode on the CPU.
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            checkpoint.folder, use_safetensors=None if allow_pickle else True, **model_kwargs
+        )
+        processor = AutoImageProcessor.from_pretrained(checkpoint.folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{checkpoint.name!r}: cannot load the checkpoint ({error})") from error
+    model.eval()
+    return model, processor
