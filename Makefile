@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
-EXTRAS ?= dev
+# Every extra the test suite exercises; users install only what they need.
+EXTRAS ?= dev,train,eval
 
 MODEL ?=
 IMAGES ?=

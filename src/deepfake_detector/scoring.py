@@ -9,6 +9,10 @@ import numpy as np
 
 VERDICTS = ("real", "uncertain", "fake")
 
+# Calibration lives in the checkpoint's config.json under this key, so it travels with the weights:
+# {"temperature": 1.0, "thresholds": {"real": 0.5, "fake": 0.5}}. `calibrate` writes it.
+CONFIG_KEY = "deepfake_detector"
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -52,9 +56,39 @@ class Thresholds:
         return {"real": self.real, "fake": self.fake}
 
 
-def compute_probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, computed in float64 for stability. (B, C) -> (B, C)."""
-    shifted = np.asarray(logits, dtype=np.float64)
+@dataclass(frozen=True)
+class Calibration:
+    """How logits become a calibrated fake score and a verdict for one checkpoint.
+
+    Attributes:
+        temperature: Logits are divided by this before the softmax (temperature scaling). 1.0 keeps
+            the model's own probabilities, and so exact parity with the transformers pipeline.
+        thresholds: The decision rule on the fake score.
+    """
+
+    temperature: float = 1.0
+    thresholds: Thresholds = Thresholds()
+
+    def __post_init__(self) -> None:
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
+
+    @classmethod
+    def from_config(cls, config) -> Calibration:
+        """Reads ``config.deepfake_detector`` of a transformers config (missing: the identity)."""
+        stored = getattr(config, CONFIG_KEY, None) or {}
+        return cls(
+            temperature=float(stored.get("temperature", 1.0)),
+            thresholds=Thresholds.from_config(stored.get("thresholds")),
+        )
+
+    def to_dict(self) -> dict:
+        return {"temperature": self.temperature, "thresholds": self.thresholds.to_dict()}
+
+
+def compute_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax over the last axis of ``logits / temperature``, in float64. (B, C) -> (B, C)."""
+    shifted = np.asarray(logits, dtype=np.float64) / temperature
     shifted = shifted - shifted.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
         f"architecture: {info['architecture']} ({info['num_parameters']:,} parameters)",
         "labels:       " + ", ".join(f"{i}={name}" for i, name in info["id2label"].items()),
         f"roles:        real = {', '.join(info['roles']['real'])}; fake = {', '.join(info['roles']['fake'])}",
-        f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}",
+        f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}"
+        f" (temperature {info['temperature']})",
         f"input size:   {pre.get('size')}"
         + (f", centre crop {pre['crop_size']}" if pre.get("do_center_crop") else ""),
         f"normalise:    mean {pre.get('image_mean')}, std {pre.get('image_std')}, "

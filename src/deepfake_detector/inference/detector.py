@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
 import numpy as np
@@ -23,7 +23,13 @@ from deepfake_detector.modeling.checkpoints import (
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
 from deepfake_detector.results import Prediction
-from deepfake_detector.scoring import Thresholds, compute_fake_scores, compute_probabilities, compute_verdict
+from deepfake_detector.scoring import (
+    Calibration,
+    Thresholds,
+    compute_fake_scores,
+    compute_probabilities,
+    compute_verdict,
+)
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -38,6 +44,7 @@ class ModelInfo:
     id2label: dict[int, str]
     roles: dict[str, list[str]]
     thresholds: dict[str, float]
+    temperature: float = 1.0
     preprocessing: dict = field(default_factory=dict)
     num_parameters: int = 0
     device: str = "cpu"
@@ -50,6 +57,7 @@ class ModelInfo:
             "id2label": {str(k): v for k, v in self.id2label.items()},
             "roles": self.roles,
             "thresholds": self.thresholds,
+            "temperature": self.temperature,
             "preprocessing": self.preprocessing,
             "num_parameters": self.num_parameters,
             "device": self.device,
@@ -96,7 +104,7 @@ class Detector:
         *,
         model_id: str,
         revision: str | None = None,
-        thresholds: Thresholds | None = None,
+        calibration: Calibration | None = None,
         device: str = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
@@ -105,7 +113,7 @@ class Detector:
         self.roles = roles
         self.model_id = model_id
         self.revision = revision
-        self.thresholds = thresholds or Thresholds()
+        self.calibration = calibration or Calibration()
         self.device = device
         self.max_pixels = max_pixels
 
@@ -129,8 +137,9 @@ class Detector:
             name_or_path: Folder written by ``save_pretrained`` or a Hugging Face hub id.
             revision: Hub branch, tag or commit.
             device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
-            thresholds: Decision thresholds; by default those stored in the checkpoint's config
-                (``deepfake_detector.thresholds``), else 0.5/0.5.
+            thresholds: Decision thresholds; by default those stored in the checkpoint's config by
+                ``calibrate`` (``deepfake_detector.thresholds``), else 0.5/0.5. The stored
+                temperature is always applied.
             max_pixels: Decompression-bomb limit: images with more pixels are refused.
             allow_pickle: Accept pickle-only (``pytorch_model.bin``) checkpoints. Only for trusted files.
             cache_dir: Hugging Face cache folder.
@@ -150,19 +159,23 @@ class Detector:
         )
         model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)
         roles = resolve_label_roles(model.config.id2label)
-        if thresholds is None:
-            stored = getattr(model.config, "deepfake_detector", None) or {}
-            thresholds = Thresholds.from_config(stored.get("thresholds"))
+        calibration = Calibration.from_config(model.config)
+        if thresholds is not None:
+            calibration = replace(calibration, thresholds=thresholds)
         return cls(
             model,
             processor,
             roles,
             model_id=checkpoint.name,
             revision=checkpoint.revision or revision,
-            thresholds=thresholds,
+            calibration=calibration,
             device=_resolve_device(device),
             max_pixels=max_pixels,
         )
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.calibration.thresholds
 
     def info(self) -> ModelInfo:
         """Labels, role mapping, input preprocessing and parameter count of the loaded checkpoint."""
@@ -173,6 +186,7 @@ class Detector:
             id2label=dict(self.roles.id2label),
             roles=self.roles.to_dict(),
             thresholds=self.thresholds.to_dict(),
+            temperature=self.calibration.temperature,
             preprocessing=_describe_processor(self.processor),
             num_parameters=sum(p.numel() for p in self.model.parameters()),
             device=self.device,
@@ -257,7 +271,7 @@ class Detector:
                         loaded[position][0], DetectorError(f"model failed: {error}")
                     )
                 return results
-            probabilities = compute_probabilities(logits)  # (B, C)
+            probabilities = compute_probabilities(logits, self.calibration.temperature)  # (B, C)
             fake_scores = compute_fake_scores(probabilities, self.roles.fake_ids)  # (B,)
             for (position, _), probs, fake_score in zip(good, probabilities, fake_scores, strict=True):
                 score = float(fake_score)
