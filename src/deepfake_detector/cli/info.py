@@ -30,12 +30,24 @@ def run(args: argparse.Namespace) -> int:
         f"roles:        real = {', '.join(info['roles']['real'])}; fake = {', '.join(info['roles']['fake'])}",
         f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}"
         f" (temperature {info['temperature']})",
-        f"input size:   {pre.get('size')}"
-        + (f", centre crop {pre['crop_size']}" if pre.get("do_center_crop") else ""),
-        f"normalise:    mean {pre.get('image_mean')}, std {pre.get('image_std')}, "
-        f"rescale {pre.get('rescale_factor')}",
+        f"input size:   {_format_size(pre.get('size'))}"
+        + (f", centre crop {_format_size(pre['crop_size'])}" if pre.get("do_center_crop") else ""),
+        f"normalise:    rescale {pre.get('rescale_factor')}, mean {_format_floats(pre.get('image_mean'))}, "
+        f"std {_format_floats(pre.get('image_std'))}",
         f"processor:    {pre.get('image_processor_type')}",
         f"device:       {info['device']}",
     ]
     print("\n".join(lines))
     return 0
+
+
+def _format_size(size) -> str:
+    if isinstance(size, dict) and {"height", "width"} <= size.keys():
+        return f"{size['height']}x{size['width']} (height x width)"
+    if isinstance(size, dict) and "shortest_edge" in size:
+        return f"shortest edge {size['shortest_edge']}"
+    return str(size)
+
+
+def _format_floats(values) -> str:
+    return "[" + ", ".join(f"{value:g}" for value in values) + "]" if values is not None else "none"

@@ -1,0 +1,242 @@
+"""The predict and info commands, called through main(argv) and as a real process."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import deepfake_detector.io.images as images_module
+from deepfake_detector.cli.main import main
+
+from .conftest import jpeg_bytes
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def good_folder(tmp_path, varied_images) -> Path:
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for path in varied_images[:6]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture
+def unreadable(monkeypatch):
+    """Makes a file unreadable: chmod 000, or, as root (who reads it anyway), a PermissionError on open."""
+
+    def make(path: Path) -> None:
+        path.chmod(0)
+        if os.geteuid() != 0:
+            return
+
+        def guarded_open(file, *args, **kwargs):
+            if Path(file) == path:
+                raise PermissionError(13, "Permission denied", str(file))
+            return builtins.open(file, *args, **kwargs)
+
+        monkeypatch.setattr(images_module, "open", guarded_open, raising=False)
+
+    return make
+
+
+def test_bad_inputs_become_error_rows_and_the_rest_is_scored(
+    tmp_path, good_folder, seed_checkpoint, unreadable
+):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(good_folder, mixed)
+    (mixed / "zero.jpg").write_bytes(b"")
+    (mixed / "truncated.jpg").write_bytes(jpeg_bytes(300, 300)[:2500])
+    (mixed / "text.jpg").write_text("definitely not a JPEG\n")
+    Image.new("1", (12_000, 12_000)).save(mixed / "bomb.png", optimize=True)
+    (mixed / "locked.jpg").write_bytes(jpeg_bytes())
+    unreadable(mixed / "locked.jpg")
+    (mixed / "nested").mkdir()
+    (mixed / "nested" / "deep.jpg").write_bytes(jpeg_bytes(seed=3))
+    os.symlink(mixed, mixed / "nested" / "loop")  # a directory loop
+    (mixed / "notes.txt").write_text("not scored: not an image suffix")
+    missing = tmp_path / "missing.jpg"
+    out = tmp_path / "results.jsonl"
+
+    code = main(
+        ["predict", str(mixed), str(missing), "--recursive", "--model", str(seed_checkpoint), "-o", str(out)]
+    )
+
+    assert code == 1  # some inputs failed
+    rows = {row["source"]: row for row in _read_jsonl(out)}
+    expected_errors = {
+        "zero.jpg": "empty file",
+        "truncated.jpg": "truncated or corrupt",
+        "text.jpg": "not an image",
+        "bomb.png": "144,000,000 pixels",
+        "locked.jpg": "permission denied",
+    }
+    for name, message in expected_errors.items():
+        row = rows[str(mixed / name)]
+        assert message in row["error"] and str(mixed / name) in row["error"]
+        assert row["fake_score"] is None and row["verdict"] is None
+    assert "no such file" in rows[str(missing)]["error"]
+    loop_rows = [row for source, row in rows.items() if source.endswith("loop")]
+    assert len(loop_rows) == 1 and "directory loop" in loop_rows[0]["error"]
+    scored = [row for row in rows.values() if row["error"] is None]
+    assert {Path(row["source"]).name for row in scored} == {p.name for p in good_folder.iterdir()} | {
+        "deep.jpg"
+    }
+    for row in scored:
+        assert 0.0 <= row["fake_score"] <= 1.0 and row["verdict"] in ("real", "fake")
+        assert row["label"] in ("Realism", "Deepfake") and row["model"] == str(seed_checkpoint)
+    assert not any(source.endswith("notes.txt") for source in rows)
+
+
+def test_folder_is_not_descended_without_recursive(tmp_path, good_folder, seed_checkpoint):
+    (good_folder / "sub").mkdir()
+    (good_folder / "sub" / "inner.jpg").write_bytes(jpeg_bytes())
+    out = tmp_path / "flat.jsonl"
+    assert main(["predict", str(good_folder), "--model", str(seed_checkpoint), "-o", str(out)]) == 0
+    assert len(_read_jsonl(out)) == 6
+
+
+def test_globs_and_formats_agree(tmp_path, good_folder, seed_checkpoint, capsys):
+    pattern = str(good_folder / "*.jpg")
+    jpgs = sorted(str(p) for p in good_folder.glob("*.jpg"))
+    outputs = {}
+    for fmt in ("jsonl", "csv", "json"):
+        out = tmp_path / f"results.{fmt}"
+        assert main(["predict", pattern, "--model", str(seed_checkpoint), "-o", str(out), "-q"]) == 0
+        outputs[fmt] = out
+    jsonl = _read_jsonl(outputs["jsonl"])
+    with open(outputs["csv"], newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    json_rows = json.loads(outputs["json"].read_text())
+    assert [row["source"] for row in jsonl] == jpgs
+    for a, b, c in zip(jsonl, csv_rows, json_rows, strict=True):
+        assert a == c
+        assert float(b["fake_score"]) == a["fake_score"] and b["verdict"] == a["verdict"] and b["error"] == ""
+    assert main(["predict", pattern, "--model", str(seed_checkpoint), "-q", "--threshold", "0.0"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["verdict", "fake_score", "label", "source"]
+    assert len(table) == 1 + len(jpgs) and all(line.startswith("fake") for line in table[1:])
+
+
+def test_no_match_glob_is_an_error_row(tmp_path, seed_checkpoint, capsys):
+    code = main(
+        ["predict", str(tmp_path / "*.nothing"), "--model", str(seed_checkpoint), "--format", "jsonl", "-q"]
+    )
+    assert code == 1
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "no files match" in row["error"]
+
+
+def test_uncertain_band(tmp_path, good_folder, seed_checkpoint):
+    out = tmp_path / "band.jsonl"
+    args = ["predict", str(good_folder), "--model", str(seed_checkpoint), "-o", str(out), "-q"]
+    assert main([*args, "--uncertain-band", "0.0", "1.0"]) == 0
+    assert {row["verdict"] for row in _read_jsonl(out)} == {"uncertain"}
+
+
+def test_model_that_cannot_load_exits_2_with_one_line(tmp_path, capsys):
+    code = main(["predict", str(tmp_path), "--model", str(tmp_path / "no-such-model" / "x")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("deepfake-detector predict: error:") and "does not exist" in err and "\n" not in err
+
+
+def test_resume_requires_appendable_output(tmp_path, seed_checkpoint):
+    with pytest.raises(SystemExit, match="needs --output"):
+        main(["predict", str(tmp_path), "--model", str(seed_checkpoint), "--resume"])
+    with pytest.raises(SystemExit, match="appendable format"):
+        main(
+            [
+                "predict",
+                str(tmp_path),
+                "--model",
+                str(seed_checkpoint),
+                "--resume",
+                "-o",
+                str(tmp_path / "r.json"),
+            ]
+        )
+
+
+def test_resume_after_partial_last_line(tmp_path, good_folder, seed_checkpoint):
+    out = tmp_path / "partial.csv"
+    args = ["predict", str(good_folder), "--model", str(seed_checkpoint), "-o", str(out), "-q"]
+    assert main(args) == 0
+    complete = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(complete[:3]) + complete[3][:10])  # header, 2 rows, and half of a third
+    assert main([*args, "--resume"]) == 0
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["source"] for row in rows) == sorted(str(p) for p in good_folder.iterdir())
+
+
+def _cli() -> list[str]:
+    return [sys.executable, "-m", "deepfake_detector"]
+
+
+def test_resume_after_killed_run_scores_each_input_exactly_once(tmp_path, seed_checkpoint):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    image = jpeg_bytes(800, 1000, quality=95)  # large enough that decoding keeps the run busy
+    for index in range(40):
+        (folder / f"{index:03d}.jpg").write_bytes(image)
+    out = tmp_path / "run.jsonl"
+    command = [
+        *_cli(),
+        "predict",
+        str(folder),
+        "--model",
+        str(seed_checkpoint),
+        "-o",
+        str(out),
+        "--batch-size",
+        "1",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and len(out.read_bytes().splitlines()) >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done_before = out.read_bytes().count(b"\n")  # complete rows; a half-written one is redone
+    assert 3 <= done_before < 40
+    finished = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{done_before} already in" in finished.stderr
+    sources = [row["source"] for row in _read_jsonl(out)]
+    assert sorted(sources) == sorted(str(p) for p in folder.iterdir())
+    assert len(sources) == len(set(sources)) == 40
+
+
+def test_info_command(seed_checkpoint, capsys):
+    assert main(["info", "--model", str(seed_checkpoint)]) == 0
+    text = capsys.readouterr().out
+    assert "labels:       0=Realism, 1=Deepfake" in text
+    assert "roles:        real = Realism; fake = Deepfake" in text
+    assert "input size:   30x30 (height x width)" in text
+    assert "mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]" in text
+    assert main(["info", "--model", str(seed_checkpoint), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["id2label"] == {"0": "Realism", "1": "Deepfake"} and info["num_parameters"] > 0
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([*_cli(), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("deepfake-detector ")
