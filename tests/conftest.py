@@ -57,7 +57,8 @@ def _texture(height: int, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     channels = [
-        127 + 120 * np.sin(x / max(width, 1) * rng.uniform(2, 9) + y / max(height, 1) * rng.uniform(1, 5) + phase)
+        127
+        + 120 * np.sin(x / max(width, 1) * rng.uniform(2, 9) + y / max(height, 1) * rng.uniform(1, 5) + phase)
         for phase in rng.uniform(0, 6, size=3)
     ]
     pixels = np.stack(channels, axis=-1) + rng.normal(0, 12, size=(height, width, 3))
@@ -88,7 +89,9 @@ def write_varied_images(folder: Path) -> list[Path]:
     save("camera.jpg", rgb(1500, 2000, 4), quality=80)
     save("progressive.jpg", rgb(200, 300, 5), quality=30, progressive=True)
     save("rgb.png", rgb(100, 100, 6))
-    rgba = np.dstack([_texture(48, 64, 7), np.random.default_rng(7).integers(0, 256, (48, 64), dtype=np.uint8)])
+    rgba = np.dstack(
+        [_texture(48, 64, 7), np.random.default_rng(7).integers(0, 256, (48, 64), dtype=np.uint8)]
+    )
     save("rgba.png", Image.fromarray(rgba, "RGBA"))
     save("la.png", rgb(50, 40, 8).convert("LA"))
     save("palette.png", rgb(60, 60, 9).convert("P", palette=Image.Palette.ADAPTIVE, colors=32))

@@ -64,7 +64,7 @@ def test_checkpoint_without_image_processor_is_refused(tmp_path, seed_checkpoint
     folder = tmp_path / "no-processor"
     shutil.copytree(seed_checkpoint, folder)
     (folder / "preprocessor_config.json").unlink()
-    with pytest.raises(CheckpointError, match="preprocessor_config.json"):
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json"):
         Detector.from_pretrained(folder)
 
 
