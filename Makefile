@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 # Every extra the test suite exercises; users install only what they need.
-EXTRAS ?= dev,train,eval
+EXTRAS ?= dev,train,eval,explain,video,faces,faces-cnn,serve,onnx
 
 MODEL ?=
 IMAGES ?=
@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 test: lint
 	$(PY) -m pytest -q

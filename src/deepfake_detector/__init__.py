@@ -15,6 +15,11 @@ _EXPORTS = {
     "Detector": "deepfake_detector.inference.detector",
     "ModelInfo": "deepfake_detector.inference.detector",
     "Prediction": "deepfake_detector.results",
+    "VideoPrediction": "deepfake_detector.results",
+    "FaceOptions": "deepfake_detector.inference.faces",
+    "FaceAggregation": "deepfake_detector.aggregation",
+    "FrameAggregation": "deepfake_detector.aggregation",
+    "FrameSampling": "deepfake_detector.video.decode",
     "Thresholds": "deepfake_detector.scoring",
     "LabelRoles": "deepfake_detector.modeling.labels",
     "DetectorError": "deepfake_detector.errors",
@@ -28,6 +33,11 @@ __all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
     "Detector",
     "ModelInfo",
     "Prediction",
+    "VideoPrediction",
+    "FaceOptions",
+    "FaceAggregation",
+    "FrameAggregation",
+    "FrameSampling",
     "Thresholds",
     "LabelRoles",
     "DetectorError",
@@ -37,11 +47,14 @@ __all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
 ]
 
 if TYPE_CHECKING:
+    from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
     from deepfake_detector.errors import CheckpointError, DetectorError, ImageLoadError, LabelMappingError
     from deepfake_detector.inference.detector import Detector, ModelInfo
+    from deepfake_detector.inference.faces import FaceOptions
     from deepfake_detector.modeling.labels import LabelRoles
-    from deepfake_detector.results import Prediction
+    from deepfake_detector.results import Prediction, VideoPrediction
     from deepfake_detector.scoring import Thresholds
+    from deepfake_detector.video.decode import FrameSampling
 
 
 def __getattr__(name: str):

@@ -22,3 +22,15 @@ class ImageLoadError(DetectorError):
 
 class MissingExtraError(ImportError, DetectorError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ExplainError(DetectorError):
+    """A heatmap method does not apply to this checkpoint, or is not a method at all."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than the decompression-bomb limit allows."""
+
+
+class VideoLoadError(DetectorError):
+    """One video could not be read at all. The message names the file and the problem."""

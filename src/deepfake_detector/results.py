@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,10 @@ class Prediction:
         model: The checkpoint id or folder that produced the score.
         revision: The checkpoint revision (hub commit) when known.
         error: Why this input could not be scored; when set, label, fake_score and verdict are None.
+        faces: With ``faces=True``: every face found, scored, largest first; the image's score and label
+            are those of its faces combined (`deepfake_detector.aggregation.FaceAggregation`, default
+            the most-fake face). An empty tuple when no face was found: the image was scored whole
+            (``no_face``). None when faces were not searched for.
     """
 
     source: str | int
@@ -26,14 +34,265 @@ class Prediction:
     model: str
     revision: str | None = None
     error: str | None = None
+    faces: tuple[FaceScore, ...] | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def no_face(self) -> bool | None:
+        """True when faces were searched for and none was found; None when they were not searched for."""
+        return None if self.faces is None else not self.faces
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        row = {name: getattr(self, name) for name in self.field_names()}
+        if self.faces is not None:  # face mode adds its keys; a row scored whole keeps the plain format
+            row["no_face"] = self.no_face
+            row["faces"] = [face.to_dict() for face in self.faces]
+        return row
+
+    def summary(self) -> dict:
+        """The face counts that CSV and table rows carry (`SUMMARY_FIELDS`); None where they don't apply."""
+        return {
+            "num_faces": None if self.faces is None else len(self.faces),
+            "no_face": self.no_face,
+            "num_frames": None,
+            "no_face_frames": None,
+        }
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        """The columns of every row (the CSV header); face mode adds ``no_face`` and ``faces`` to JSON."""
+        return [f.name for f in fields(cls) if f.name != "faces"]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: NumPy arrays have no single truth value to compare by
+class Explanation:
+    """Where the model looked when it scored one image, as a heatmap for the fake class.
+
+    Attributes:
+        source: The input's path as given, or its index in the call when it was not a file.
+        method: "rollout" or "gradcam".
+        heatmap: Float32 array (H, W) at the image's own size (after EXIF orientation), in [0, 1]; 1 is
+            the hottest point. In face mode, each face crop's map placed at its crop box (each
+            normalised on its own; zero outside the boxes). None when ``error`` is set.
+        token_map: The same map at the model's patch resolution (rows, cols), before upsampling, in
+            [0, 1]; in face mode with faces found, one per face crop: (faces, rows, cols), in
+            ``faces`` order. None when ``error`` is set.
+        label: The checkpoint's own top label, as `Prediction.label`.
+        fake_score: Probability of the fake role, exactly as `Detector.predict` reports it.
+        verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+        model: The checkpoint id or folder that produced the map.
+        revision: The checkpoint revision (hub commit) when known.
+        error: Why this input could not be explained; when set, the arrays and scores are None.
+        faces: With ``faces=True``: every face found and scored, as in `Prediction.faces`; the score is
+            the faces' combined. An empty tuple when no face was found: the whole image was explained
+            (``no_face``). None when faces were not searched for.
+    """
+
+    source: str | int
+    method: str
+    heatmap: np.ndarray | None
+    token_map: np.ndarray | None
+    label: str | None
+    fake_score: float | None
+    verdict: str | None
+    model: str
+    revision: str | None = None
+    error: str | None = None
+    faces: tuple[FaceScore, ...] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def no_face(self) -> bool | None:
+        """True when faces were searched for and none was found; None when they were not searched for."""
+        return None if self.faces is None else not self.faces
+
+    @property
+    def peak_xy(self) -> tuple[int, int] | None:
+        """Pixel (x, y) of the hottest point of ``heatmap``; None when there is no map."""
+        if self.heatmap is None:
+            return None
+        row, col = divmod(int(self.heatmap.argmax()), self.heatmap.shape[1])
+        return col, row
+
+    def to_dict(self) -> dict:
+        """Everything but the arrays, which go to .npy files (``--save-npy``), not to JSON. Face mode adds
+        ``no_face`` and ``faces``, as in `Prediction.to_dict`."""
+        peak = self.peak_xy
+        row = {
+            "source": self.source,
+            "method": self.method,
+            "label": self.label,
+            "fake_score": self.fake_score,
+            "verdict": self.verdict,
+            # (width, height), Pillow's order, like peak_xy
+            "image_size": None if self.heatmap is None else [self.heatmap.shape[1], self.heatmap.shape[0]],
+            "peak_xy": None if peak is None else list(peak),
+            "model": self.model,
+            "revision": self.revision,
+            "error": self.error,
+        }
+        if self.faces is not None:
+            row["no_face"] = self.no_face
+            row["faces"] = [face.to_dict() for face in self.faces]
+        return row
+
+
+# Columns that CSV rows add in face mode (``predict --faces``), for images and videos alike.
+SUMMARY_FIELDS = ("num_faces", "no_face", "num_frames", "no_face_frames")
+
+
+@dataclass(frozen=True)
+class FaceScore:
+    """One face found in an image or video frame, and its score.
+
+    Attributes:
+        box: (left, top, right, bottom) of the face as the detector found it, in pixels of the image
+            (after EXIF orientation, or the video's rotation); right and bottom are exclusive.
+        crop_box: The square region that was scored: the box grown by the margin, kept in the image.
+        detection_score: The face detector's confidence, on that detector's own scale.
+        label: The checkpoint's own top label for the crop.
+        fake_score: Probability of the fake role for the crop, in [0, 1].
+        verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+    """
+
+    box: tuple[int, int, int, int]
+    crop_box: tuple[int, int, int, int]
+    detection_score: float | None
+    label: str
+    fake_score: float
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {
+            "box": list(self.box),
+            "crop_box": list(self.crop_box),
+            "detection_score": self.detection_score,
+            "label": self.label,
+            "fake_score": self.fake_score,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """One sampled video frame and its score.
+
+    Attributes:
+        index: The frame's position among the frames the stream decoded to (0-based).
+        timestamp_s: Its presentation time, in seconds from the start of the video stream.
+        fake_score: Its faces combined (the same rule as for images), or the whole frame's score when
+            no face was found or faces were not searched for.
+        faces: Faces found and scored, largest first; empty when none was found; None when faces were
+            not searched for.
+    """
+
+    index: int
+    timestamp_s: float
+    fake_score: float
+    faces: tuple[FaceScore, ...] | None = None
+
+    @property
+    def no_face(self) -> bool | None:
+        return None if self.faces is None else not self.faces
+
+    def to_dict(self) -> dict:
+        row = {"index": self.index, "timestamp_s": self.timestamp_s, "fake_score": self.fake_score}
+        if self.faces is not None:
+            row["no_face"] = self.no_face
+            row["faces"] = [face.to_dict() for face in self.faces]
+        return row
+
+
+@dataclass(frozen=True)
+class VideoPrediction:
+    """The verdict on one video, from a sample of its frames.
+
+    Attributes:
+        source: The video's path as given.
+        fake_score: The frames' scores aggregated by ``aggregation``. When faces were searched for and
+            some frames have one, frames without a face are left out (they are counted in
+            ``no_face_frames``); when no frame has a face, every frame is scored whole.
+        verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+        model: The checkpoint id or folder that produced the score.
+        revision: The checkpoint revision (hub commit) when known.
+        frames: Every scored frame, in time order.
+        aggregation: The frame strategy and its parameters, and the face strategy.
+        duration_s: The video stream's duration as its header declares it (None when it declares none).
+        rotation_deg: Counter-clockwise rotation applied to the frames from the file's display matrix.
+        stopped_at_s: When decoding ended early (a truncated or corrupt stream): the time of the last
+            frame decoded; the score is from the frames before it. None when the stream decoded fully.
+        decode_problem: What went wrong while decoding, when something did; the rest still counts.
+        error: Why the video could not be scored at all; when set, the score and verdict are None.
+    """
+
+    source: str | int
+    fake_score: float | None
+    verdict: str | None
+    model: str
+    revision: str | None = None
+    frames: tuple[FrameScore, ...] = ()
+    aggregation: dict | None = None
+    duration_s: float | None = None
+    rotation_deg: int = 0
+    stopped_at_s: float | None = None
+    decode_problem: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def label(self) -> None:
+        """Videos have no single top label of the checkpoint; rows carry None (CSV: empty)."""
+        return None
+
+    @property
+    def no_face_frames(self) -> int | None:
+        """Scored frames in which no face was found; None when faces were not searched for."""
+        if not self.frames or self.frames[0].faces is None:
+            return None
+        return sum(1 for frame in self.frames if frame.no_face)
+
+    @property
+    def no_face(self) -> bool | None:
+        """True when faces were searched for and no frame had one."""
+        missing = self.no_face_frames
+        return None if missing is None else missing == len(self.frames)
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "label": None,
+            "fake_score": self.fake_score,
+            "verdict": self.verdict,
+            "model": self.model,
+            "revision": self.revision,
+            "error": self.error,
+            "kind": "video",
+            "aggregation": self.aggregation,
+            "duration_s": self.duration_s,
+            "rotation_deg": self.rotation_deg,
+            "num_frames": len(self.frames),
+            "no_face_frames": self.no_face_frames,
+            "no_face": self.no_face,
+            "stopped_at_s": self.stopped_at_s,
+            "decode_problem": self.decode_problem,
+            "frames": [frame.to_dict() for frame in self.frames],
+        }
+
+    def summary(self) -> dict:
+        """The counts that CSV and table rows carry (`SUMMARY_FIELDS`)."""
+        faces = None if self.no_face_frames is None else sum(len(frame.faces) for frame in self.frames)
+        return {
+            "num_faces": faces,
+            "no_face": self.no_face,
+            "num_frames": len(self.frames),
+            "no_face_frames": self.no_face_frames,
+        }

@@ -39,6 +39,48 @@ def probability(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--precision, --engine, --jpeg-draft and --workers: how fast, and how exact, scoring is."""
+    from deepfake_detector.inference.engines import ENGINES, PRECISIONS
+
+    group = parser.add_argument_group("speed")
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 on CPUs with AMX/AVX512-BF16, else fp32 (an export: its own precision); fp32: "
+        "exactly the transformers pipeline's scores; int8: an `export --quantize int8` folder "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="torch (PyTorch checkpoints) or onnx (folders from `deepfake-detector export`); auto picks "
+        "by what --model holds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--jpeg-draft",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="decode JPEGs far larger than the model input at 1/2-1/8 scale: faster, scores within "
+        "the parity bar but not identical; auto: on unless --precision fp32 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--workers",
+        type=non_negative_int,
+        help="threads that decode and preprocess ahead of the model (0: none; default: one per CPU, "
+        "at most 4)",
+    )
+
+
 def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pixels",
@@ -61,4 +103,8 @@ def load_detector(args: argparse.Namespace, thresholds=None):
         thresholds=thresholds,
         max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
         allow_pickle=args.allow_pickle,
+        precision=getattr(args, "precision", "auto"),
+        engine=getattr(args, "engine", "auto"),
+        jpeg_draft={"on": True, "off": False}.get(getattr(args, "jpeg_draft", "auto")),
+        workers=getattr(args, "workers", None),
     )

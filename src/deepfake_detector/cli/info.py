@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from deepfake_detector.cli.common import add_model_arguments, load_detector
+from deepfake_detector.cli.common import add_engine_arguments, add_model_arguments, load_detector
 
 
 def add_parser(subparsers) -> None:
@@ -13,6 +13,7 @@ def add_parser(subparsers) -> None:
         "info", help="show a checkpoint's labels, role mapping, input size, normalisation and size"
     )
     add_model_arguments(parser)
+    add_engine_arguments(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(run=run)
 
@@ -36,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
         f"std {_format_floats(pre.get('image_std'))}",
         f"processor:    {pre.get('image_processor_type')}",
         f"device:       {info['device']}",
+        f"engine:       {info['engine']} ({info['precision']})",
+        "faces:        "
+        + (
+            f"face crops by default ({info['faces']['detector']}, margin {info['faces']['margin_ratio']:g})"
+            if info.get("faces")
+            else "whole images by default"
+        ),
     ]
     print("\n".join(lines))
     return 0

@@ -7,9 +7,9 @@ import argparse
 import sys
 
 from deepfake_detector import __version__
-from deepfake_detector.cli import info, predict
+from deepfake_detector.cli import calibrate, evaluate, explain, export, info, predict, serve, train
 
-COMMANDS = (predict, info)
+COMMANDS = (predict, info, evaluate, calibrate, explain, train, serve, export)
 
 EXIT_OK, EXIT_INPUT_ERRORS, EXIT_USAGE = 0, 1, 2
 

@@ -7,12 +7,14 @@ import contextlib
 import sys
 
 from deepfake_detector.cli.common import (
+    add_engine_arguments,
     add_image_arguments,
     add_model_arguments,
     load_detector,
     positive_int,
     probability,
 )
+from deepfake_detector.cli.media import add_media_arguments, media_options, timeline_path
 from deepfake_detector.io.writers import (
     FORMATS,
     RESUMABLE_FORMATS,
@@ -29,9 +31,13 @@ def add_parser(subparsers) -> None:
         description="Score images. Each input gives one row; an input that can't be read gives an error "
         "row and the rest are still scored. Exit code 1 when any input failed.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image or video files, folders or glob patterns"
+    )
     add_model_arguments(parser)
     add_image_arguments(parser)
+    add_engine_arguments(parser)
+    add_media_arguments(parser)
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -81,22 +87,25 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepfake_detector.io.inputs import ScanStats, expand_inputs
+    from deepfake_detector.results import VideoPrediction
 
     fmt = args.format or infer_format(args.output)
     done: set[str] = set()
+    if args.resume and not args.output:
+        raise SystemExit("deepfake-detector predict: error: --resume needs --output FILE to resume from")
+    detector = load_detector(args, thresholds=_thresholds(args))
+    options = media_options(args, detector.face_options)  # face mode: the flags, else the checkpoint's
+    summary = bool(options["faces"])
     if args.resume:
-        if not args.output:
-            raise SystemExit("deepfake-detector predict: error: --resume needs --output FILE to resume from")
         try:
-            done = load_done_sources(args.output, fmt)
+            done = load_done_sources(args.output, fmt, summary=summary)
         except ValueError as error:
             raise SystemExit(f"deepfake-detector predict: error: {error}") from None
-    detector = load_detector(args, thresholds=_thresholds(args))
 
     stats = ScanStats()
     inputs = (
         item
-        for item in expand_inputs(args.paths, recursive=args.recursive, stats=stats)
+        for item in expand_inputs(args.paths, recursive=args.recursive, stats=stats, videos=True)
         if (item if isinstance(item, str) else item.source) not in done
     )
     appending = bool(args.resume and done)
@@ -107,20 +116,41 @@ def run(args: argparse.Namespace) -> int:
             if args.output
             else sys.stdout
         )
-        writer = ResultWriter(stream, fmt, write_header=not appending)
+        writer = ResultWriter(stream, fmt, write_header=not appending, summary=summary)
         progress = stack.enter_context(
             tqdm(desc="scoring", unit="img", file=sys.stderr, disable=True if args.quiet else None)
         )
         try:
-            for prediction in detector.iter_predict(inputs, batch_size=args.batch_size):
+            timelines: set[str] = set()
+            predictions = detector.iter_predict_media(inputs, batch_size=args.batch_size, **options)
+            for prediction in predictions:
                 writer.write(prediction)
                 failed += prediction.error is not None
+                if args.timeline and isinstance(prediction, VideoPrediction) and prediction.ok:
+                    failed += not _write_timeline(args, prediction, detector.thresholds, timelines)
                 progress.update()
         finally:
             writer.close()
     if not args.quiet:
         _print_summary(writer.count, failed, len(done), stats, args.output)
     return 1 if failed else 0
+
+
+def _write_timeline(args: argparse.Namespace, prediction, thresholds, used: set[str]) -> bool:
+    from deepfake_detector.video.timeline import render_timeline
+
+    path = timeline_path(args.timeline, str(prediction.source), args.paths, used)
+    try:
+        render_timeline(prediction, path, thresholds)
+    except (OSError, ValueError) as error:
+        print(
+            f"deepfake-detector predict: {prediction.source}: cannot write timeline {path}: {error}",
+            file=sys.stderr,
+        )
+        return False
+    if not args.quiet:
+        print(f"deepfake-detector: timeline of {prediction.source} in {path}", file=sys.stderr)
+    return True
 
 
 def _print_summary(count: int, failed: int, resumed: int, stats, output: str | None) -> None:

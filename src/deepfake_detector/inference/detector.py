@@ -10,19 +10,32 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deepfake_detector.errors import DetectorError, ImageLoadError
+from deepfake_detector.inference.engines import (
+    EngineChoice,
+    TorchEngine,
+    available_cpus,
+    build_engine,
+    detect_cpu_features,
+    load_export_info,
+    resolve_engine,
+)
+from deepfake_detector.inference.prefetch import map_ordered
+from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, load_image
 from deepfake_detector.io.inputs import InputProblem
 from deepfake_detector.modeling.checkpoints import (
     DEFAULT_MODEL,
+    load_config_and_processor,
     load_model_and_processor,
     resolve_checkpoint,
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
-from deepfake_detector.results import Prediction
+from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import (
     Calibration,
     Thresholds,
@@ -31,7 +44,14 @@ from deepfake_detector.scoring import (
     compute_verdict,
 )
 
+if TYPE_CHECKING:
+    from deepfake_detector.aggregation import FrameAggregation
+    from deepfake_detector.inference.faces import FaceOptions
+    from deepfake_detector.video.decode import FrameSampling
+
 DEFAULT_BATCH_SIZE = 8
+# Decode-and-preprocess threads that run ahead of the model; more than 4 only adds contention.
+MAX_DEFAULT_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,9 @@ class ModelInfo:
     preprocessing: dict = field(default_factory=dict)
     num_parameters: int = 0
     device: str = "cpu"
+    engine: str = "torch"
+    precision: str = "fp32"
+    faces: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +84,9 @@ class ModelInfo:
             "preprocessing": self.preprocessing,
             "num_parameters": self.num_parameters,
             "device": self.device,
+            "engine": self.engine,
+            "precision": self.precision,
+            "faces": self.faces,
         }
 
 
@@ -107,8 +133,23 @@ class Detector:
         calibration: Calibration | None = None,
         device: str = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        engine=None,
+        config=None,
+        jpeg_draft: bool = False,
+        workers: int | None = None,
+        face_options: FaceOptions | None = None,
     ) -> None:
-        self.model = model.to(device)
+        # model is None when the checkpoint is an ONNX export; then `engine` and `config` are required.
+        self.model = model.to(device) if model is not None else None
+        self.config = config if config is not None else model.config
+        # The model step; by default the PyTorch model in fp32, the pipeline's exact answers.
+        self.engine = engine if engine is not None else TorchEngine(self.model, device=device)
+        self.preprocessor = ImagePreprocessor(processor, jpeg_draft=jpeg_draft)
+        self.workers = min(available_cpus(), MAX_DEFAULT_WORKERS) if workers is None else workers
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
+        self.engine_choice: EngineChoice | None = None  # why this engine and precision; from_pretrained
+        self._export_info: dict | None = None  # export.json of an ONNX export folder
         self.processor = processor
         self.roles = roles
         self.model_id = model_id
@@ -116,6 +157,9 @@ class Detector:
         self.calibration = calibration or Calibration()
         self.device = device
         self.max_pixels = max_pixels
+        self._explainer_model = None  # an eager-attention copy, made by the first explain() call
+        # Face mode by default: set for checkpoints trained on face crops (config.json says how).
+        self.face_options = face_options
 
     @classmethod
     def from_pretrained(
@@ -129,6 +173,10 @@ class Detector:
         allow_pickle: bool = False,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
+        precision: str = "auto",
+        engine: str = "auto",
+        jpeg_draft: bool | None = None,
+        workers: int | None = None,
         **model_kwargs,
     ) -> Detector:
         """Loads a checkpoint from a local folder, a hub id, or an alias such as ``seed-v2``.
@@ -139,16 +187,30 @@ class Detector:
             device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
             thresholds: Decision thresholds; by default those stored in the checkpoint's config by
                 ``calibrate`` (``deepfake_detector.thresholds``), else 0.5/0.5. The stored
-                temperature is always applied.
+                temperature is always applied, and so are stored face settings
+                (``deepfake_detector.faces``, written by ``train`` with face crops): they make face
+                mode the default (``face_options``).
             max_pixels: Decompression-bomb limit: images with more pixels are refused.
             allow_pickle: Accept pickle-only (``pytorch_model.bin``) checkpoints. Only for trusted files.
             cache_dir: Hugging Face cache folder.
             local_files_only: Do not use the network.
+            precision: "auto" (bf16 on CPUs with AMX or AVX512-BF16, else fp32; for an export folder,
+                its own precision), "fp32" (exact: the transformers pipeline's answers), "bf16", or
+                "int8" (only for a folder exported with ``quantize="int8"``). See
+                `deepfake_detector.inference.engines`.
+            engine: "auto", "torch" or "onnx" (a folder written by ``export_onnx``; "auto" picks it
+                for such a folder).
+            jpeg_draft: Decode JPEGs far larger than the model input at a reduced scale (see
+                `deepfake_detector.inference.preprocessing`): faster on camera photos, scores within
+                the parity bar but not identical. None (default): on unless ``precision="fp32"``.
+            workers: Threads that decode and preprocess ahead of the model in `iter_predict`
+                (0: none); default: one per CPU, at most 4.
             **model_kwargs: Passed to ``from_pretrained`` of the model.
 
         Raises:
             CheckpointError: The checkpoint can't be found, trusted or loaded, or its labels can't be
                 mapped to real and fake (`LabelMappingError`).
+            EngineError: ``precision`` or ``engine`` is unknown or can't run this checkpoint here.
         """
         checkpoint = resolve_checkpoint(
             name_or_path,
@@ -157,21 +219,44 @@ class Detector:
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)
-        roles = resolve_label_roles(model.config.id2label)
-        calibration = Calibration.from_config(model.config)
+        device = _resolve_device(device)
+        export_info = load_export_info(checkpoint.folder)
+        choice = resolve_engine(
+            engine,
+            precision,
+            onnx_precision=export_info["precision"] if export_info else None,
+            device=device,
+            cpu=detect_cpu_features(),
+        )
+        if choice.engine == "onnx":
+            model = None
+            config, processor = load_config_and_processor(checkpoint)
+        else:
+            model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)
+            config = model.config
+        roles = resolve_label_roles(config.id2label)
+        calibration = Calibration.from_config(config)
+        face_options = _load_face_options(config, checkpoint.name)
         if thresholds is not None:
             calibration = replace(calibration, thresholds=thresholds)
-        return cls(
+        detector = cls(
             model,
             processor,
             roles,
             model_id=checkpoint.name,
             revision=checkpoint.revision or revision,
             calibration=calibration,
-            device=_resolve_device(device),
+            device=device,
             max_pixels=max_pixels,
+            engine=build_engine(choice, model=model, folder=checkpoint.folder, device=device),
+            config=config,
+            jpeg_draft=precision != "fp32" if jpeg_draft is None else jpeg_draft,
+            workers=workers,
+            face_options=face_options,
         )
+        detector.engine_choice = choice
+        detector._export_info = export_info
+        return detector
 
     @property
     def thresholds(self) -> Thresholds:
@@ -182,14 +267,25 @@ class Detector:
         return ModelInfo(
             model=self.model_id,
             revision=self.revision,
-            architecture=type(self.model).__name__,
+            architecture=(
+                type(self.model).__name__
+                if self.model is not None
+                else f"{(self.config.architectures or ['unknown'])[0]} (ONNX export)"
+            ),
             id2label=dict(self.roles.id2label),
             roles=self.roles.to_dict(),
             thresholds=self.thresholds.to_dict(),
             temperature=self.calibration.temperature,
             preprocessing=_describe_processor(self.processor),
-            num_parameters=sum(p.numel() for p in self.model.parameters()),
+            num_parameters=(
+                sum(p.numel() for p in self.model.parameters())
+                if self.model is not None
+                else int((self._export_info or {}).get("num_parameters", 0))
+            ),
             device=self.device,
+            engine=self.engine.name,
+            precision=self.engine.precision,
+            faces=None if self.face_options is None else self.face_options.to_config(),
         )
 
     def compute_logits(self, images: Sequence) -> np.ndarray:
@@ -201,40 +297,253 @@ class Detector:
         Returns:
             Float32 logits, shape (B, num_labels).
         """
-        import torch
+        pixel_values = np.stack([self.preprocessor(image) for image in images])  # (B, 3, H, W)
+        return self.engine.compute_logits(pixel_values)
 
-        inputs = self.processor(images=list(images), return_tensors="pt")
-        inputs = {key: value.to(self.device) for key, value in inputs.items()}
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits  # (B, C)
-        return logits.float().cpu().numpy()
-
-    def predict(self, images: ImageInput | Iterable[ImageInput], *, batch_size: int = DEFAULT_BATCH_SIZE):
+    def predict(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        faces: bool | FaceOptions | None = None,
+    ):
         """Scores one image or many.
 
         Args:
             images: One input or a list of them: paths, encoded bytes, PIL images, NumPy arrays.
             batch_size: Images per model call.
+            faces: Find the faces and score a crop of each (``True``, or `FaceOptions` for the detector,
+                margin and how faces combine); the image's score is then its most-fake face's, and an
+                image without a face is scored whole with ``no_face`` set. See `iter_predict_faces`.
+                None (default): face mode when the checkpoint was trained on face crops
+                (``face_options``); ``False`` scores whole images.
 
         Returns:
             A `Prediction` for a single input, else a list in input order. An input that can't be
             read gives a `Prediction` with ``error`` set; it never stops the others.
         """
+        faces = self._face_options(faces)
+        if faces:
+            if _is_single(images):
+                return next(self.iter_predict_faces([images], faces=faces, batch_size=batch_size))
+            return list(self.iter_predict_faces(images, faces=faces, batch_size=batch_size))
         if _is_single(images):
-            return next(self.iter_predict([images], batch_size=1))
+            return next(self.iter_predict([images], batch_size=1, workers=0))  # no threads for one
         return list(self.iter_predict(images, batch_size=batch_size))
 
     def iter_predict(
-        self, images: Iterable[ImageInput | InputProblem], *, batch_size: int = DEFAULT_BATCH_SIZE
+        self,
+        images: Iterable[ImageInput | InputProblem],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int | None = None,
     ) -> Iterator[Prediction]:
-        """Like `predict`, but lazy: reads and scores ``batch_size`` inputs at a time, in order."""
+        """Like `predict`, but lazy: scores ``batch_size`` inputs at a time, in input order.
+
+        ``workers`` threads (default: the detector's ``workers``; 0 for none) read and preprocess the
+        next inputs while the model scores the current batch, at most two batches ahead, so memory
+        stays flat however many inputs the iterable yields.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        indexed = enumerate(images)
-        while batch := list(islice(indexed, batch_size)):
+        workers = self.workers if workers is None else workers
+        prepared = map_ordered(self._prepare, enumerate(images), workers=workers, window=2 * batch_size)
+        while batch := list(islice(prepared, batch_size)):
             yield from self._predict_batch(batch)
 
-    def _load(self, index: int, item) -> tuple[str | int, object]:
+    def explain(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        *,
+        method: str = "rollout",
+        faces: bool | FaceOptions | None = None,
+    ):
+        """Heatmaps of where the model sees the fake, for one image or many (ViT checkpoints).
+
+        Args:
+            images: One input or a list of them, as for `predict`.
+            method: "rollout" (attention rollout: what flows into the class token; not class-specific)
+                or "gradcam" (Grad-CAM of fake against real on the patch tokens entering the last block).
+            faces: Find the faces and explain a crop of each, placed back onto the image at its crop box
+                (zero elsewhere); with no face the whole image is explained and ``no_face`` is set.
+                ``True``/`FaceOptions`/None/``False`` as for `predict`.
+
+        Returns:
+            An `Explanation` for a single input, else a list in input order. An input that can't be read
+            gives an `Explanation` with ``error`` set; it never stops the others.
+
+        Raises:
+            ExplainError: The method is unknown or does not apply to this checkpoint.
+        """
+        if _is_single(images):
+            return next(self.iter_explain([images], method=method, faces=faces))
+        return list(self.iter_explain(images, method=method, faces=faces))
+
+    def iter_explain(
+        self,
+        images: Iterable[ImageInput | InputProblem],
+        *,
+        method: str = "rollout",
+        faces: bool | FaceOptions | None = None,
+    ) -> Iterator[Explanation]:
+        """Like `explain`, but lazy: one input at a time, in order."""
+        from deepfake_detector.explain.heatmaps import check_explainable
+
+        check_explainable(self.model, self.processor, method)  # before any input: it is about the model
+        options = self._face_options(faces)
+        face_detector = options.build_detector() if options else None  # a missing backend: usage error
+        for index, item in enumerate(images):
+            source, image = self._load(index, item)
+            if isinstance(image, Exception):
+                yield self._explain_error(source, method, image)
+                continue
+            try:
+                if options:
+                    from deepfake_detector.inference.faces import explain_faces
+
+                    yield explain_faces(self, source, image, method, options, face_detector)
+                else:
+                    yield self._explain_image(source, image, method)
+            except (RuntimeError, ValueError) as error:
+                yield self._explain_error(source, method, DetectorError(f"model failed: {error}"))
+
+    def compute_token_map(self, image, method: str) -> np.ndarray:
+        """The heatmap of one loaded RGB image at patch resolution, (rows, cols) in [0, 1]."""
+        from deepfake_detector.explain.heatmaps import build_explainer_model, compute_token_map
+
+        if self._explainer_model is None:
+            self._explainer_model = build_explainer_model(self.model)
+        return compute_token_map(
+            self._explainer_model, self.processor, image, method=method, roles=self.roles
+        )  # (rows, cols)
+
+    def _explain_image(self, source: str | int, image, method: str) -> Explanation:
+        from deepfake_detector.explain.heatmaps import compute_image_heatmap
+
+        prediction = self.predict(image, faces=False)  # the score predict() gives, from the scoring model
+        if not prediction.ok:
+            return self._explain_error(source, method, DetectorError(prediction.error))
+        token_map = self.compute_token_map(image, method)  # (rows, cols)
+        return Explanation(
+            source=source,
+            method=method,
+            heatmap=compute_image_heatmap(token_map, image.size),  # (H, W)
+            token_map=token_map,
+            label=prediction.label,
+            fake_score=prediction.fake_score,
+            verdict=prediction.verdict,
+            model=self.model_id,
+            revision=self.revision,
+        )
+
+    def _explain_error(self, source: str | int, method: str, error: Exception) -> Explanation:
+        return Explanation(
+            source, method, None, None, None, None, None, self.model_id, self.revision, str(error)
+        )
+
+    def iter_predict_faces(
+        self,
+        images: Iterable[ImageInput | InputProblem],
+        *,
+        faces: bool | FaceOptions = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[Prediction]:
+        """Face mode, lazily: detect faces, score a square crop of each (margin 1.3x), combine them.
+
+        Args:
+            images: Inputs as for `predict`.
+            faces: ``True`` for the checkpoint's face settings (else the defaults), or `FaceOptions`
+                (detector backend, ``margin_ratio``, face ``aggregation``: "max" (default, the
+                most-fake face), "mean" or "largest").
+            batch_size: Face crops per model call.
+
+        Yields:
+            A `Prediction` per input, in order, with ``faces`` (box, crop box and score of each); with
+            no face found the image is scored whole and ``no_face`` is True.
+
+        Raises:
+            MissingExtraError: The face detector's package is not installed.
+        """
+        from deepfake_detector.inference.faces import iter_predict_faces
+
+        options = self._face_options(faces or True)  # True: the checkpoint's settings, else the defaults
+        yield from iter_predict_faces(self, images, options, batch_size=batch_size)
+
+    def predict_video(
+        self,
+        video: str | os.PathLike,
+        *,
+        faces: bool | FaceOptions = True,
+        sampling: FrameSampling | None = None,
+        aggregation: FrameAggregation | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> VideoPrediction:
+        """Scores a video file (mp4, mov, mkv, webm, avi, ...) from a sample of its frames.
+
+        Args:
+            video: Path of the video file.
+            faces: Score the faces of each frame (``True``, default, or `FaceOptions`); a frame without
+                a face is scored whole and counted. ``False`` scores whole frames; None as the
+                checkpoint says (`predict`).
+            sampling: Which frames: `FrameSampling` (default 32 evenly spaced in time, or
+                ``every_s``).
+            aggregation: How frame scores become the video's: `FrameAggregation` (default "mean";
+                "median", "top_k_mean", "confident").
+            batch_size: Face crops per model call.
+
+        Returns:
+            A `VideoPrediction` with per-frame timestamps, scores and face boxes. A file that can't
+            be scored (missing, not a video, audio only, no decodable frame) has ``error`` set; a
+            truncated or damaged one is scored from what decodes, with ``stopped_at_s`` and
+            ``decode_problem`` saying where and why it stopped.
+        """
+        from deepfake_detector.aggregation import FrameAggregation
+        from deepfake_detector.inference.video import predict_video
+        from deepfake_detector.video.decode import FrameSampling
+
+        return predict_video(
+            self,
+            video,
+            faces=self._face_options(faces),
+            sampling=sampling or FrameSampling(),
+            aggregation=aggregation or FrameAggregation(),
+            batch_size=batch_size,
+        )
+
+    def iter_predict_media(
+        self,
+        inputs: Iterable[str | os.PathLike | InputProblem],
+        *,
+        faces: bool | FaceOptions | None = None,
+        sampling: FrameSampling | None = None,
+        aggregation: FrameAggregation | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Iterator[Prediction | VideoPrediction]:
+        """Image and video files in input order: videos (by suffix) as `predict_video`, images as
+        `iter_predict` (or `iter_predict_faces` with ``faces``; None: as the checkpoint says). Arguments
+        as for those."""
+        from deepfake_detector.aggregation import FrameAggregation
+        from deepfake_detector.inference.video import iter_predict_media
+        from deepfake_detector.video.decode import FrameSampling
+
+        yield from iter_predict_media(
+            self,
+            inputs,
+            faces=self._face_options(faces),
+            sampling=sampling or FrameSampling(),
+            aggregation=aggregation or FrameAggregation(),
+            batch_size=batch_size,
+        )
+
+    def _face_options(self, faces: bool | FaceOptions | None) -> FaceOptions | None:
+        """What a ``faces`` argument means here: None follows the checkpoint (`face_options`)."""
+        from deepfake_detector.inference.faces import FaceOptions
+
+        return FaceOptions.resolve(faces, default=self.face_options)
+
+    def _load(
+        self, index: int, item, *, draft_size: tuple[int, int] | None = None
+    ) -> tuple[str | int, object]:
         if isinstance(item, InputProblem):
             return item.source, ImageLoadError(item.error)
         source = describe_source(item, index)
@@ -243,6 +552,7 @@ class Detector:
                 item,
                 name=str(source) if isinstance(source, str) else f"input {index}",
                 max_pixels=self.max_pixels,
+                draft_size=draft_size,
             )
         except ImageLoadError as error:
             return source, error
@@ -252,19 +562,30 @@ class Detector:
     def _error(self, source: str | int, error: Exception) -> Prediction:
         return Prediction(source, None, None, None, self.model_id, self.revision, error=str(error))
 
-    def _predict_batch(self, batch: list[tuple[int, object]]) -> list[Prediction]:
-        loaded = [self._load(index, item) for index, item in batch]
+    def _prepare(self, indexed: tuple[int, object]) -> tuple[str | int, np.ndarray | Exception]:
+        """Reads and preprocesses one input, in a worker thread; a failure becomes its row's error."""
+        index, item = indexed
+        source, image = self._load(index, item, draft_size=self.preprocessor.draft_size)
+        if isinstance(image, Exception):
+            return source, image
+        try:
+            return source, self.preprocessor(image)  # (3, H, W)
+        except Exception as error:  # an odd image must fail alone, not take its batch with it
+            return source, ImageLoadError(f"{source}: cannot preprocess ({type(error).__name__}: {error})")
+
+    def _predict_batch(self, loaded: list[tuple[str | int, np.ndarray | Exception]]) -> list[Prediction]:
         good = [
-            (position, image)
-            for position, (_, image) in enumerate(loaded)
-            if not isinstance(image, Exception)
+            (position, pixels)
+            for position, (_, pixels) in enumerate(loaded)
+            if not isinstance(pixels, Exception)
         ]
         results: list[Prediction | None] = [
-            self._error(source, image) if isinstance(image, Exception) else None for source, image in loaded
+            self._error(source, pixels) if isinstance(pixels, Exception) else None
+            for source, pixels in loaded
         ]
         if good:
             try:
-                logits = self.compute_logits([image for _, image in good])
+                logits = self.engine.compute_logits(np.stack([pixels for _, pixels in good]))  # (B, C)
             except (RuntimeError, ValueError, DetectorError) as error:
                 for position, _ in good:
                     results[position] = self._error(
@@ -284,6 +605,16 @@ class Detector:
                     revision=self.revision,
                 )
         return results
+
+
+def _load_face_options(config, name: str) -> FaceOptions | None:
+    from deepfake_detector.errors import CheckpointError
+    from deepfake_detector.inference.faces import FaceOptions
+
+    try:
+        return FaceOptions.from_config(config)
+    except ValueError as error:
+        raise CheckpointError(f"{name}: {error}") from None
 
 
 def _is_single(images) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 )
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -43,8 +44,14 @@ def is_image_path(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
 
 
-def _scan_folder(root: str, recursive: bool, stats: ScanStats) -> Iterator[str | InputProblem]:
-    """Yields image files under ``root`` in sorted order, following symlinks but never looping."""
+def is_video_path(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES
+
+
+def _scan_folder(
+    root: str, recursive: bool, stats: ScanStats, videos: bool = False
+) -> Iterator[str | InputProblem]:
+    """Yields image (and video) files under ``root`` in sorted order, following symlinks but never looping."""
     visited: set[tuple[int, int]] = set()
 
     def walk(folder: str) -> Iterator[str | InputProblem]:
@@ -69,7 +76,7 @@ def _scan_folder(root: str, recursive: bool, stats: ScanStats) -> Iterator[str |
             if os.path.isdir(path):
                 if recursive:
                     yield from walk(path)
-            elif is_image_path(path) or not os.path.exists(path):
+            elif is_image_path(path) or (videos and is_video_path(path)) or not os.path.exists(path):
                 # A dangling symlink with an image name is reported, not dropped.
                 yield path
             else:
@@ -79,7 +86,7 @@ def _scan_folder(root: str, recursive: bool, stats: ScanStats) -> Iterator[str |
 
 
 def expand_inputs(
-    inputs: Iterable[str], *, recursive: bool = False, stats: ScanStats | None = None
+    inputs: Iterable[str], *, recursive: bool = False, stats: ScanStats | None = None, videos: bool = False
 ) -> Iterator[str | InputProblem]:
     """Turns files, folders and glob patterns into image paths, lazily, in a stable order.
 
@@ -90,6 +97,7 @@ def expand_inputs(
             (``**`` spans folders).
         recursive: Descend into sub-folders.
         stats: Receives counts of non-image files that folder scans passed over.
+        videos: Folders also yield video files (`VIDEO_SUFFIXES`).
 
     Yields:
         Paths, or `InputProblem` for inputs that name nothing readable.
@@ -97,7 +105,7 @@ def expand_inputs(
     stats = stats if stats is not None else ScanStats()
     for given in inputs:
         if os.path.isdir(given):
-            yield from _scan_folder(given, recursive, stats)
+            yield from _scan_folder(given, recursive, stats, videos)
         elif os.path.lexists(given) or not (_GLOB_CHARS & set(given)):
             yield given  # the loader reports a missing or unreadable file under its own name
         else:
@@ -106,6 +114,6 @@ def expand_inputs(
                 yield InputProblem(given, f"{given}: no files match this pattern")
             for match in matches:
                 if os.path.isdir(match):
-                    yield from _scan_folder(match, recursive, stats)
+                    yield from _scan_folder(match, recursive, stats, videos)
                 else:
                     yield match

@@ -1,4 +1,4 @@
-"""Write `Prediction` records as a table, JSON, JSON Lines or CSV.
+"""Write `Prediction` and `VideoPrediction` records as a table, JSON, JSON Lines or CSV.
 
 JSONL and CSV rows are written and flushed as results arrive, so a run killed halfway keeps every
 row it finished, and `load_done_sources` lets a rerun skip them (``--resume``).
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from deepfake_detector.results import Prediction
+from deepfake_detector.results import SUMMARY_FIELDS, Prediction, VideoPrediction
 
 FORMATS = ("table", "json", "jsonl", "csv")
 RESUMABLE_FORMATS = ("jsonl", "csv")
@@ -37,26 +37,30 @@ def _csv_value(value) -> str:
 class ResultWriter:
     """Writes predictions to a text stream in one format."""
 
-    def __init__(self, stream: TextIO, fmt: str, *, write_header: bool = True) -> None:
+    def __init__(self, stream: TextIO, fmt: str, *, write_header: bool = True, summary: bool = False) -> None:
+        """``summary`` (face mode) adds the face and frame counts of `SUMMARY_FIELDS` to CSV rows."""
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.stream = stream
         self.format = fmt
         self.count = 0
         self._csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        self._summary = summary
         if fmt == "csv" and write_header:
-            self._csv.writerow(Prediction.field_names())
+            self._csv.writerow(csv_columns(summary))
         elif fmt == "table":
             self.stream.write(f"{'verdict':<10} {'fake_score':>10}  {'label':<12} source\n")
         elif fmt == "json":
             self.stream.write("[")
 
-    def write(self, prediction: Prediction) -> None:
+    def write(self, prediction: Prediction | VideoPrediction) -> None:
         row = prediction.to_dict()
         if self.format == "jsonl":
             self.stream.write(json.dumps(row) + "\n")
         elif self.format == "csv":
-            self._csv.writerow([_csv_value(row[name]) for name in Prediction.field_names()])
+            if self._summary:
+                row.update(prediction.summary())
+            self._csv.writerow([_csv_value(row[name]) for name in csv_columns(self._summary)])
         elif self.format == "json":
             self.stream.write(("," if self.count else "") + "\n  " + json.dumps(row))
         else:
@@ -70,14 +74,35 @@ class ResultWriter:
         self.stream.flush()
 
 
-def _table_row(prediction: Prediction) -> str:
+def csv_columns(summary: bool = False) -> list[str]:
+    """The CSV header: `Prediction`'s columns, plus the face and frame counts in face mode."""
+    return Prediction.field_names() + (list(SUMMARY_FIELDS) if summary else [])
+
+
+def _table_row(prediction: Prediction | VideoPrediction) -> str:
     if prediction.error is not None:
         return f"{'ERROR':<10} {'-':>10}  {'-':<12} {prediction.error}\n"
     score = f"{prediction.fake_score:>10.4f}"
-    return f"{prediction.verdict:<10} {score}  {prediction.label:<12} {prediction.source}\n"
+    label = "(video)" if isinstance(prediction, VideoPrediction) else prediction.label
+    return f"{prediction.verdict:<10} {score}  {label:<12} {prediction.source}{_table_note(prediction)}\n"
 
 
-def load_done_sources(path: str | os.PathLike, fmt: str) -> set[str]:
+def _table_note(prediction: Prediction | VideoPrediction) -> str:
+    """Face and frame counts after the source, for rows scored in face or video mode."""
+    if isinstance(prediction, VideoPrediction):
+        parts = [f"{len(prediction.frames)} frames", prediction.aggregation["strategy"]]
+        if prediction.no_face_frames is not None:
+            parts.append(f"{prediction.no_face_frames} without a face")
+        if prediction.stopped_at_s is not None:
+            parts.append(f"decoding stopped at {prediction.stopped_at_s:.2f} s")
+        return "  [" + ", ".join(parts) + "]"
+    if prediction.faces is None:
+        return ""
+    count = len(prediction.faces)
+    return "  [no face: scored whole]" if count == 0 else f"  [{count} face{'s' if count > 1 else ''}]"
+
+
+def load_done_sources(path: str | os.PathLike, fmt: str, *, summary: bool = False) -> set[str]:
     """Sources already recorded in a JSONL or CSV results file, for ``--resume``.
 
     A run killed mid-write can leave a partial last line; it is cut off here (the file is truncated to
@@ -105,6 +130,9 @@ def load_done_sources(path: str | os.PathLike, fmt: str) -> set[str]:
     rows = list(csv.reader(lines))
     if not rows:
         return set()
-    if rows[0] != Prediction.field_names():
+    if rows[0] == csv_columns(not summary):
+        wanted = "with" if rows[0] == csv_columns(True) else "without"
+        raise ValueError(f"{path}: written {wanted} --faces; resume it the same way, so the columns match")
+    if rows[0] != csv_columns(summary):
         raise ValueError(f"{path}: CSV header {rows[0]} is not a results header; cannot resume")
     return {row[0] for row in rows[1:] if row}

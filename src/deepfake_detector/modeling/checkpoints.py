@@ -18,7 +18,8 @@ SEED_MODEL_ID = "prithivMLmods/Deep-Fake-Detector-v2-Model"
 MODEL_ALIASES = {"seed-v2": SEED_MODEL_ID}
 DEFAULT_MODEL = "seed-v2"
 
-_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+# model.onnx: a folder written by `deepfake-detector export --format onnx` (weights inside the graph).
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "model.onnx")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _METADATA_PATTERNS = ["*.json", "*.txt", "*.md"]
 
@@ -160,3 +161,19 @@ def load_model_and_processor(checkpoint: ResolvedCheckpoint, *, allow_pickle: bo
         raise CheckpointError(f"{checkpoint.name!r}: cannot load the checkpoint ({error})") from error
     model.eval()
     return model, processor
+
+
+def load_config_and_processor(checkpoint: ResolvedCheckpoint):
+    """Loads only the config and image processor, for a folder whose weights another engine runs (ONNX).
+
+    Returns:
+        ``(config, processor)``.
+    """
+    from transformers import AutoConfig, AutoImageProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(checkpoint.folder)
+        processor = AutoImageProcessor.from_pretrained(checkpoint.folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{checkpoint.name!r}: cannot load the checkpoint ({error})") from error
+    return config, processor

@@ -69,6 +69,22 @@ def _tokens(label: str) -> set[str]:
     return set(words) | {"".join(words)}
 
 
+def role_of_label(name: str) -> str | None:
+    """The role a class name stands for, with the same name rules as `resolve_label_roles`.
+
+    Args:
+        name: A class name such as "Deepfake", "real_images" or "AIGenerated".
+
+    Returns:
+        ``"real"``, ``"fake"``, or None when the name names neither role or both.
+    """
+    tokens = _tokens(str(name))
+    is_real, is_fake = bool(tokens & REAL_NAMES), bool(tokens & FAKE_NAMES)
+    if is_real == is_fake:
+        return None
+    return "fake" if is_fake else "real"
+
+
 def resolve_label_roles(id2label: Mapping[int | str, str]) -> LabelRoles:
     """Finds the real and fake classes of a checkpoint by their names, case-insensitively.
 
@@ -85,11 +101,10 @@ def resolve_label_roles(id2label: Mapping[int | str, str]) -> LabelRoles:
     labels = {int(index): str(name) for index, name in id2label.items()}
     real_ids, fake_ids, unknown = [], [], []
     for index in sorted(labels):
-        tokens = _tokens(labels[index])
-        is_real, is_fake = bool(tokens & REAL_NAMES), bool(tokens & FAKE_NAMES)
-        if is_real == is_fake:
+        role = role_of_label(labels[index])
+        if role is None:
             unknown.append(labels[index])
-        elif is_fake:
+        elif role == "fake":
             fake_ids.append(index)
         else:
             real_ids.append(index)

@@ -1,0 +1,75 @@
+"""``deepfake-detector serve``: the REST API and the web page, served by uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from dataclasses import MISSING, fields
+
+from deepfake_detector.cli.common import add_model_arguments, load_detector
+from deepfake_detector.serving.config import API_KEY_ENV, ServeConfig
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the REST API and the web page (needs the serve extra)",
+        description="Serve POST /v1/predict, /v1/predict/video, /v1/explain, GET /v1/model, /healthz, "
+        "/readyz, and a web page at /. API documentation at /docs once it runs.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (%(default)s: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
+    parser.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    limits = parser.add_argument_group("limits and batching")
+    for item in fields(ServeConfig):
+        flag = "--" + item.name.replace("_", "-")
+        if item.name == "api_key":
+            limits.add_argument(flag, metavar="KEY", help=item.metadata["help"] + "; default: no key")
+            continue
+        default = item.default if item.default is not MISSING else None
+        limits.add_argument(
+            flag, type=type(default), default=default, help=f"{item.metadata['help']}; default: %(default)s"
+        )
+    parser.set_defaults(run=run)
+
+
+def _build_config(args: argparse.Namespace) -> ServeConfig:
+    values = {item.name: getattr(args, item.name) for item in fields(ServeConfig)}
+    values["api_key"] = args.api_key or os.environ.get(API_KEY_ENV) or None
+    return ServeConfig(**values)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepfake_detector.optional import require
+
+    config = _build_config(args)  # bad limits fail before the model loads
+    uvicorn = require("uvicorn", "serve")
+    require("fastapi", "serve")
+    require("python_multipart", "serve")  # FastAPI needs it to read uploads
+    from deepfake_detector.serving.app import build_app
+
+    app = build_app(load_detector(args), config)
+    if config.api_key is None and not _is_loopback(args.host):
+        print(
+            f"deepfake-detector serve: warning: listening on {args.host} without an API key; anyone who "
+            f"can reach it can use it (set {API_KEY_ENV} or --api-key)",
+            file=sys.stderr,
+        )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

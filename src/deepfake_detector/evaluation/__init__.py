@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reports and plots, the robustness sweep, and calibration on held-out data."""

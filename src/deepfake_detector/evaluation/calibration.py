@@ -1,0 +1,415 @@
+"""Fit temperature scaling and decision thresholds on held-out data, and store them with the checkpoint.
+
+Calibration lives in the checkpoint's ``config.json`` under `scoring.CONFIG_KEY`, so that
+`Detector.from_pretrained` (and so ``predict``) applies it wherever the weights go:
+``{"temperature": T, "thresholds": {"real": r, "fake": f}, "fitted_on": {...}}``. ``fitted_on`` names
+the data and split it was fitted on, and ``evaluate`` refuses to report on that same split: thresholds
+are never chosen on the data being reported.
+
+Temperature scaling (Guo et al. 2017) divides the logits by one number T fitted to minimise the
+negative log-likelihood of the true role; it changes how confident the scores are, never their order.
+The fake threshold is the lowest one that keeps the false-positive rate (real images called fake) at or
+under a target on the validation images; an optional real threshold keeps the share of fakes called real
+under a target, and scores between the two are "uncertain".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_detector.errors import DetectorError, ImageLoadError
+from deepfake_detector.evaluation.metrics import (
+    compute_ece,
+    compute_false_negative_rate,
+    compute_false_positive_rate,
+)
+from deepfake_detector.io.images import load_image
+from deepfake_detector.optional import require
+from deepfake_detector.scoring import (
+    CONFIG_KEY,
+    Calibration,
+    Thresholds,
+    compute_fake_scores,
+    compute_probabilities,
+)
+
+# Search range of the temperature. Below 0.05 scores saturate to 0/1 in float64 for typical logits;
+# above 20 every score is ~0.5. An optimum on a bound is reported as such (see `CalibrationResult`).
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+class CalibrationError(DetectorError):
+    """Calibration can't be fitted or stored as asked; the message says what to change."""
+
+
+def compute_role_nll(
+    logits: np.ndarray, is_fake: np.ndarray, fake_ids: Sequence[int], temperature: float
+) -> float:
+    """Mean negative log-likelihood of the true role (real or fake) under ``softmax(logits / T)``.
+
+    Args:
+        logits: Raw model outputs, shape (N, C).
+        is_fake: True where the image is fake, shape (N,).
+        fake_ids: Class indices whose probabilities add up to the fake score.
+        temperature: T > 0.
+
+    Returns:
+        The NLL in nats per image.
+    """
+    special = require("scipy.special", "eval")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature  # (N, C)
+    fake_mask = np.zeros(scaled.shape[1], dtype=bool)
+    fake_mask[list(fake_ids)] = True
+    total = special.logsumexp(scaled, axis=1)  # (N,)
+    log_fake = special.logsumexp(scaled[:, fake_mask], axis=1) - total
+    log_real = special.logsumexp(scaled[:, ~fake_mask], axis=1) - total
+    return float(-np.mean(np.where(np.asarray(is_fake, dtype=bool), log_fake, log_real)))
+
+
+def compute_temperature(logits: np.ndarray, is_fake: np.ndarray, fake_ids: Sequence[int]) -> float:
+    """The temperature that minimises `compute_role_nll` within `TEMPERATURE_BOUNDS`.
+
+    Args:
+        logits: Raw model outputs on held-out images, shape (N, C).
+        is_fake: True where the image is fake, shape (N,).
+        fake_ids: Class indices of the fake role.
+
+    Returns:
+        T; 1.0 leaves the model's probabilities as they are.
+    """
+    optimize = require("scipy.optimize", "eval")
+    low, high = np.log(TEMPERATURE_BOUNDS)
+    # Searching log T makes the problem scale-free: halving and doubling T are equally far from 1.
+    found = optimize.minimize_scalar(
+        lambda log_t: compute_role_nll(logits, is_fake, fake_ids, float(np.exp(log_t))),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    return float(np.exp(found.x))
+
+
+def compute_threshold_at_fpr(labels, scores, *, positive, target_fpr: float) -> float:
+    """The lowest threshold whose false-positive rate (negatives scored at or above it) is <= target.
+
+    Args:
+        labels: True class of each image.
+        scores: Positive-class score of each image, in [0, 1].
+        positive: The label value that counts as positive ("fake").
+        target_fpr: Largest acceptable share of negatives called positive, in [0, 1].
+
+    Returns:
+        A threshold in [0, 1]. It is just above the score of the first negative that would exceed
+        the target, so on these images FPR <= target (unless negatives score exactly 1.0).
+
+    Raises:
+        ValueError: No negatives, or a target outside [0, 1].
+    """
+    if not 0.0 <= target_fpr <= 1.0:
+        raise ValueError(f"target FPR must be in [0, 1], got {target_fpr}")
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    negatives = np.sort(scores[labels != positive])[::-1]  # highest first
+    if not len(negatives):
+        raise ValueError("a threshold for a target false-positive rate needs negative (real) images")
+    allowed = int(np.floor(target_fpr * len(negatives) + 1e-9))  # false positives we may keep
+    if allowed >= len(negatives):
+        return 0.0
+    return float(min(np.nextafter(negatives[allowed], np.inf), 1.0))
+
+
+def compute_threshold_at_fnr(labels, scores, *, positive, target_fnr: float) -> float:
+    """The highest threshold below which at most ``target_fnr`` of the positives score.
+
+    Used for the "real" threshold: scores below it are called real, and at most that share of fakes
+    are among them.
+
+    Raises:
+        ValueError: No positives, or a target outside [0, 1].
+    """
+    if not 0.0 <= target_fnr <= 1.0:
+        raise ValueError(f"target FNR must be in [0, 1], got {target_fnr}")
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    positives = np.sort(scores[labels == positive])  # lowest first
+    if not len(positives):
+        raise ValueError("a threshold for a target false-negative rate needs positive (fake) images")
+    allowed = int(np.floor(target_fnr * len(positives) + 1e-9))  # fakes we may call real
+    if allowed >= len(positives):
+        return 1.0
+    return float(positives[allowed])
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What `calibrate` fitted, and how it does on the images it was fitted on.
+
+    Attributes:
+        calibration: The temperature and thresholds to store.
+        images: Images given.
+        scored: Images that could be read and scored (real + fake).
+        real: Real images among them.
+        fake: Fake images among them.
+        target_fpr: The false-positive rate the fake threshold was chosen for.
+        target_fnr: The false-negative rate the real threshold was chosen for (None: no uncertain band).
+        false_positive_rate: On these images, with the new calibration.
+        false_negative_rate: On these images, fakes scored below the real threshold.
+        nll_before: Role NLL at T=1.
+        nll_after: Role NLL at the fitted T.
+        ece_before: Expected calibration error of the fake score at T=1.
+        ece_after: The same at the fitted T.
+        temperature_at_bound: The fitted T sits on a search bound: the upper one when the scores carry
+            little information, the lower one when the images are perfectly separated or too few.
+        fitted_on: Provenance stored in the config (data, split, image count, targets).
+        errors: ``(path, message)`` of every image that could not be used.
+    """
+
+    calibration: Calibration
+    images: int
+    scored: int
+    real: int
+    fake: int
+    target_fpr: float
+    target_fnr: float | None
+    false_positive_rate: float
+    false_negative_rate: float
+    nll_before: float
+    nll_after: float
+    ece_before: float
+    ece_after: float
+    temperature_at_bound: bool
+    fitted_on: dict = field(default_factory=dict)
+    errors: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "calibration": self.calibration.to_dict(),
+            "images": self.images,
+            "scored": self.scored,
+            "real": self.real,
+            "fake": self.fake,
+            "target_fpr": self.target_fpr,
+            "target_fnr": self.target_fnr,
+            "false_positive_rate": self.false_positive_rate,
+            "false_negative_rate": self.false_negative_rate,
+            "nll_before": self.nll_before,
+            "nll_after": self.nll_after,
+            "ece_before": self.ece_before,
+            "ece_after": self.ece_after,
+            "temperature_at_bound": self.temperature_at_bound,
+            "fitted_on": dict(self.fitted_on),
+            "errors": [list(error) for error in self.errors],
+        }
+
+
+def _compute_all_logits(detector, paths: Sequence[str], batch_size: int):
+    """Logits of every readable image; unreadable ones become ``(path, message)`` errors.
+
+    A checkpoint trained on face crops (``detector.face_options``) is calibrated on the crop of each
+    image's largest face, as it was trained (the whole image when none is found).
+    """
+    from deepfake_detector.inference.faces import crop_largest_face
+
+    options = getattr(detector, "face_options", None)
+    face_detector = options.build_detector() if options else None
+    rows: list[np.ndarray] = []
+    kept: list[int] = []
+    errors: list[tuple[str, str]] = []
+    indexed = iter(enumerate(paths))
+    while batch := list(islice(indexed, batch_size)):
+        images, positions = [], []
+        for index, path in batch:
+            try:
+                image = load_image(path, max_pixels=detector.max_pixels)
+                if face_detector is not None:
+                    _, image = crop_largest_face(face_detector, image, options)
+                images.append(image)
+                positions.append(index)
+            except ImageLoadError as error:
+                errors.append((path, str(error)))
+            except Exception as error:  # a hostile file can trip any decoder bug; keep it to its row
+                errors.append((path, f"{path}: cannot decode ({type(error).__name__}: {error})"))
+        if not images:
+            continue
+        try:
+            rows.append(detector.compute_logits(images))  # (B, C)
+            kept += positions
+        except (RuntimeError, ValueError) as error:
+            errors += [(paths[index], f"model failed: {error}") for index in positions]
+    logits = np.concatenate(rows) if rows else np.zeros((0, len(detector.roles.id2label)))
+    return logits, kept, errors
+
+
+def calibrate(
+    detector,
+    items: Sequence,
+    *,
+    target_fpr: float = 0.05,
+    target_fnr: float | None = None,
+    batch_size: int = 8,
+    data: str | None = None,
+    split: str | None = None,
+) -> CalibrationResult:
+    """Fits temperature scaling and thresholds on labelled held-out images.
+
+    Args:
+        detector: The `Detector` whose checkpoint is calibrated; its current calibration is ignored
+            (the fit starts from raw logits).
+        items: Labelled images (``.path`` and ``.label`` "real"/"fake"), from a validation split.
+        target_fpr: Largest share of real images the fake threshold may call fake.
+        target_fnr: Largest share of fake images the real threshold may call real; None (default)
+            puts both thresholds at the same score, with no "uncertain" band.
+        batch_size: Images per model call.
+        data: The data the items came from, recorded in ``fitted_on``.
+        split: Their split, recorded in ``fitted_on``; `evaluate` refuses to report on it.
+
+    Returns:
+        The fitted calibration and how it does on these images.
+
+    Raises:
+        CalibrationError: A target is out of range, or fewer than one real and one fake image could
+            be read.
+    """
+    for name, value in (("target FPR", target_fpr), ("target FNR", target_fnr)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise CalibrationError(f"{name} must be between 0 and 1, got {value}")
+    items = list(items)
+    logits, kept, errors = _compute_all_logits(detector, [item.path for item in items], batch_size)
+    labels = np.array([items[index].label for index in kept], dtype=object)
+    is_fake = labels == "fake"
+    real, fake = int((~is_fake).sum()), int(is_fake.sum())
+    if not real or not fake:
+        where = f"{data} ({split} split)" if data else "the calibration images"
+        raise CalibrationError(
+            f"{where}: calibration needs real and fake images that can be read; got {real} real and "
+            f"{fake} fake ({len(errors)} unreadable). Pass a validation split with both classes."
+        )
+    fake_ids = detector.roles.fake_ids
+    temperature = compute_temperature(logits, is_fake, fake_ids)
+    before = compute_fake_scores(compute_probabilities(logits, 1.0), fake_ids)  # (N,)
+    after = compute_fake_scores(compute_probabilities(logits, temperature), fake_ids)  # (N,)
+    fake_threshold = compute_threshold_at_fpr(labels, after, positive="fake", target_fpr=target_fpr)
+    real_threshold = fake_threshold
+    if target_fnr is not None:
+        # A real threshold above the fake one would mean no uncertain band is needed: the fake
+        # threshold alone already misses no more fakes than the target allows.
+        real_threshold = min(
+            compute_threshold_at_fnr(labels, after, positive="fake", target_fnr=target_fnr), fake_threshold
+        )
+    thresholds = Thresholds(real=real_threshold, fake=fake_threshold)
+    low, high = TEMPERATURE_BOUNDS
+    # The items' own split names are already normalised ("validation" -> "val"); the argument is only
+    # the fallback for records without one.
+    splits = sorted({item.split for item in items if getattr(item, "split", None)})
+    fitted_on = {
+        "data": os.path.abspath(data) if data and os.path.exists(data) else data,
+        "split": splits[0] if len(splits) == 1 else (splits or split),
+        "images": real + fake,
+        "target_fpr": target_fpr,
+        "target_fnr": target_fnr,
+    }
+    return CalibrationResult(
+        calibration=Calibration(temperature=temperature, thresholds=thresholds),
+        images=len(items),
+        scored=real + fake,
+        real=real,
+        fake=fake,
+        target_fpr=target_fpr,
+        target_fnr=target_fnr,
+        false_positive_rate=compute_false_positive_rate(
+            labels, after, positive="fake", threshold=thresholds.fake
+        ),
+        false_negative_rate=compute_false_negative_rate(
+            labels, after, positive="fake", threshold=thresholds.real
+        ),
+        nll_before=compute_role_nll(logits, is_fake, fake_ids, 1.0),
+        nll_after=compute_role_nll(logits, is_fake, fake_ids, temperature),
+        ece_before=compute_ece(labels, before, positive="fake"),
+        ece_after=compute_ece(labels, after, positive="fake"),
+        temperature_at_bound=bool(
+            np.isclose(temperature, low, rtol=1e-3) or np.isclose(temperature, high, rtol=1e-3)
+        ),
+        fitted_on=fitted_on,
+        errors=tuple(errors),
+    )
+
+
+def _checkpoint_folder(model: str | os.PathLike, revision: str | None) -> Path:
+    from deepfake_detector.modeling.checkpoints import resolve_checkpoint
+
+    return resolve_checkpoint(model, revision=revision, local_files_only=True).folder
+
+
+def check_calibration_target(model: str | os.PathLike, output_folder: str | os.PathLike | None) -> None:
+    """Fails early, before any scoring, when `save_calibration` could not write where asked.
+
+    Raises:
+        CalibrationError: ``model`` is not a local folder and no ``output_folder`` was given, or
+            ``output_folder`` already holds files.
+    """
+    if output_folder is None:
+        if not Path(os.fspath(model)).expanduser().is_dir():
+            raise CalibrationError(
+                f"--model {os.fspath(model)!r} is not a local folder, so its config.json can't be updated in "
+                "place; pass --output-model DIR to write a calibrated copy"
+            )
+        return
+    target = Path(output_folder).expanduser()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CalibrationError(
+            f"--output-model {os.fspath(output_folder)!r} already exists and is not an empty folder; "
+            "choose a new folder, or leave out --output-model to calibrate the model in place"
+        )
+
+
+def save_calibration(
+    result: CalibrationResult,
+    model: str | os.PathLike,
+    *,
+    output_folder: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> Path:
+    """Writes the calibration into a checkpoint's ``config.json``, in place or in a copy.
+
+    Args:
+        result: What `calibrate` fitted.
+        model: The checkpoint folder (or a hub id already in the local cache, with ``output_folder``).
+        output_folder: Copy the checkpoint's files here first and calibrate the copy; None writes into
+            ``model`` itself. Sub-folders (training checkpoints, logs) are not copied.
+        revision: Hub revision, when ``model`` is a hub id.
+
+    Returns:
+        The folder whose ``config.json`` now holds the calibration.
+
+    Raises:
+        CalibrationError: See `check_calibration_target`.
+    """
+    check_calibration_target(model, output_folder)
+    source = Path(os.fspath(model)).expanduser()
+    if output_folder is None:
+        target = source
+    else:
+        source = source if source.is_dir() else _checkpoint_folder(model, revision)
+        target = Path(output_folder).expanduser()
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(source.iterdir()):
+            if path.is_file():
+                shutil.copy2(path, target / path.name)  # follows the hub cache's symlinks
+    config_path = target / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    # Keep what else the key holds (the face settings `train` wrote); replace only the calibration.
+    config[CONFIG_KEY] = {
+        **(config.get(CONFIG_KEY) or {}),
+        **result.calibration.to_dict(),
+        "fitted_on": dict(result.fitted_on),
+    }
+    partial = config_path.with_name(f"config.json.{os.getpid()}.part")
+    partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    partial.replace(config_path)  # never leave a half-written config behind
+    return target

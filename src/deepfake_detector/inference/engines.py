@@ -1,0 +1,297 @@
+"""Inference engines: what runs the model step (pixel values in, logits out), and at which precision.
+
+The `Detector` resolves the user's ``engine`` and ``precision`` once with `resolve_engine`, builds the
+engine with `build_engine`, and then only calls ``compute_logits``; loading, preprocessing and scoring
+are the same for every engine.
+
+- ``torch`` runs the checkpoint's PyTorch model: ``fp32`` (the exact answers of the transformers
+  pipeline) or ``bf16`` (weights cast to bfloat16: fast only on CPUs with AMX or AVX512-BF16, emulated
+  and far slower elsewhere).
+- ``onnx`` runs a folder written by ``deepfake-detector export --format onnx`` with ONNX Runtime, at
+  the precision it was exported with (``fp32``, or ``int8`` with ``--quantize int8``).
+
+int8 exists only as an export, because the export checks the parity bar before it writes anything.
+PyTorch's own dynamic quantisation (``torch.ao``, deprecated) was as fast here but missed the bar in
+the throughput benchmark (top-1 agreement 99.0% over 300 files on ViT-B/16, where ONNX Runtime's int8
+export, with 8-bit activations and 7-bit weights, kept 99.7%).
+
+``auto`` precision is bf16 where the CPU computes it natively (AMX or AVX512-BF16), else fp32; for an
+export folder, the export's own precision. int8 is faster still on most CPUs but only runs when the
+user exported it: how far it moves the answers depends on the weights, and because activations are
+quantised per batch, an image's score moves slightly with the other images in its batch.
+``benchmarks/throughput.py`` measures every option on your images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from deepfake_detector.errors import DetectorError
+from deepfake_detector.optional import require
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+ENGINES = ("auto", "torch", "onnx")
+ONNX_FILE = "model.onnx"
+# Written by `deepfake_detector.export.onnx.export_onnx` beside the ONNX file: precision, parity, versions.
+EXPORT_INFO_FILE = "export.json"
+
+
+class EngineError(DetectorError):
+    """The requested engine or precision does not exist or cannot run this checkpoint here."""
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU's matrix instructions that decide which precision is fast.
+
+    Attributes:
+        amx: Intel AMX tiles (bf16 and int8 matrix multiply), e.g. Sapphire Rapids and later.
+        avx512_bf16: AVX512-BF16 dot products, e.g. Cooper Lake, AMD Zen 4 and later.
+        avx512: AVX-512 foundation instructions.
+        avx2: AVX2.
+    """
+
+    amx: bool = False
+    avx512_bf16: bool = False
+    avx512: bool = False
+    avx2: bool = False
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether bf16 matrix multiplies run in hardware (without, PyTorch emulates them slowly)."""
+        return self.amx or self.avx512_bf16
+
+    def describe(self) -> str:
+        names = [name for name in ("amx", "avx512_bf16", "avx512", "avx2") if getattr(self, name)]
+        return ", ".join(names) or "none of amx, avx512_bf16, avx512, avx2"
+
+
+def detect_cpu_features() -> CpuFeatures:
+    """Asks PyTorch's cpuinfo what this CPU supports (at run time, not at build time)."""
+    import torch
+
+    def supported(name: str) -> bool:
+        # Private helpers of torch.cpu (present since 2.3); a torch without them reports no feature,
+        # which only means the safe choice, fp32.
+        check = getattr(torch.cpu, name, None)
+        return bool(check()) if check is not None else False
+
+    return CpuFeatures(
+        amx=supported("_is_amx_tile_supported"),
+        avx512_bf16=supported("_is_avx512_bf16_supported"),
+        avx512=supported("_is_avx512_supported"),
+        avx2=supported("_is_avx2_supported"),
+    )
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine and precision that will run, and why.
+
+    Attributes:
+        engine: "torch" or "onnx".
+        precision: "fp32", "bf16" or "int8".
+        reason: Why this was picked, for ``info`` and logs.
+    """
+
+    engine: str
+    precision: str
+    reason: str
+
+
+def resolve_engine(
+    engine: str,
+    precision: str,
+    *,
+    onnx_precision: str | None,
+    device: str,
+    cpu: CpuFeatures,
+) -> EngineChoice:
+    """Turns the user's ``engine`` and ``precision`` (either may be "auto") into what will run.
+
+    Args:
+        engine: One of `ENGINES`.
+        precision: One of `PRECISIONS`; "int8" only for an int8 export.
+        onnx_precision: The precision of the checkpoint folder's ONNX export, None for a PyTorch
+            checkpoint.
+        device: The resolved device, "cpu" or "cuda[:N]".
+        cpu: This CPU's features.
+
+    Raises:
+        EngineError: An unknown value, or a combination this checkpoint or machine can't run; the
+            message names the flag and what is accepted.
+    """
+    if engine not in ENGINES:
+        raise EngineError(f"--engine {engine!r} is not an engine; choose one of: {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise EngineError(
+            f"--precision {precision!r} is not a precision; choose one of: {', '.join(PRECISIONS)}"
+        )
+    if onnx_precision is not None:
+        if engine == "torch":
+            raise EngineError(
+                "--engine torch needs PyTorch weights, but this folder holds an ONNX export; use --engine "
+                "onnx (or auto), or point --model at the checkpoint it was exported from"
+            )
+        if precision not in ("auto", onnx_precision):
+            raise EngineError(
+                f"--precision {precision} does not match this ONNX export, which is {onnx_precision}; use "
+                f"--precision {onnx_precision} (or auto), or export again "
+                f"(deepfake-detector export --format onnx{' --quantize int8' if precision == 'int8' else ''})"
+            )
+        if device != "cpu":
+            raise EngineError(f"--engine onnx runs on the CPU only; use --device cpu, not {device!r}")
+        return EngineChoice("onnx", onnx_precision, "the checkpoint folder is an ONNX export")
+    if engine == "onnx":
+        raise EngineError(
+            "--engine onnx needs an exported folder; write one with `deepfake-detector export --format "
+            "onnx --model M --out DIR` and pass --model DIR"
+        )
+    if precision == "int8":
+        raise EngineError(
+            "--precision int8 runs an int8 export, which checks its parity before it is written; create "
+            "one with `deepfake-detector export --format onnx --quantize int8 --model M --out DIR` and "
+            "pass --model DIR"
+        )
+    if precision != "auto":
+        return EngineChoice("torch", precision, f"--precision {precision} was asked for")
+    if device != "cpu":
+        return EngineChoice("torch", "fp32", f"auto on {device}: fp32, the exact answers")
+    if cpu.native_bf16:
+        return EngineChoice("torch", "bf16", f"auto: this CPU computes bf16 natively ({cpu.describe()})")
+    return EngineChoice(
+        "torch", "fp32", f"auto: this CPU has no native bf16 ({cpu.describe()}), so fp32 is fastest"
+    )
+
+
+class Engine(Protocol):
+    """Runs the model step. ``compute_logits`` takes (B, 3, H, W) float32 pixel values as the
+    checkpoint's image processor makes them and returns (B, num_labels) float32 logits."""
+
+    name: str
+    precision: str
+
+    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray: ...
+
+
+class TorchEngine:
+    """The PyTorch model, in fp32 or bf16.
+
+    Args:
+        model: A transformers image-classification model; fp32 uses it as is, bf16 a converted copy,
+            so ``model`` stays fp32 for anything else that needs it (heatmaps).
+        precision: "fp32" or "bf16".
+        device: Where the model runs.
+    """
+
+    name = "torch"
+
+    def __init__(self, model, *, precision: str = "fp32", device: str = "cpu") -> None:
+        import copy
+
+        import torch
+
+        self.precision = precision
+        self.device = device
+        self._dtype = torch.float32
+        if precision == "fp32":
+            self._module = model.to(device)
+        elif precision == "bf16":
+            cpu = detect_cpu_features()
+            if device == "cpu" and not cpu.native_bf16:
+                warnings.warn(
+                    f"--precision bf16 on a CPU without AMX or AVX512-BF16 ({cpu.describe()}): PyTorch "
+                    "emulates bf16 matrix multiplies here, far slower than fp32",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self._dtype = torch.bfloat16
+            self._module = copy.deepcopy(model).to(device=device, dtype=torch.bfloat16).eval()
+        else:
+            raise EngineError(f"the torch engine runs fp32 or bf16, not {precision!r}")
+
+    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            inputs = torch.from_numpy(pixel_values).to(self.device, self._dtype)  # (B, 3, H, W)
+            logits = self._module(pixel_values=inputs).logits  # (B, C)
+        return logits.float().cpu().numpy()
+
+
+class OnnxEngine:
+    """An ONNX export run by ONNX Runtime on the CPU.
+
+    Args:
+        path: The ``.onnx`` file.
+        precision: What the file holds ("fp32" or "int8"); only reported.
+        threads: Intra-op threads; default: ONNX Runtime's (one per physical core).
+    """
+
+    name = "onnx"
+
+    def __init__(self, path: str | os.PathLike, *, precision: str, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "onnx")
+        self.precision = precision
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads  # else ONNX Runtime's default: one per physical core
+        try:
+            self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped errors for bad files
+            raise EngineError(f"cannot load the ONNX model {os.fspath(path)!r}: {error}") from error
+        self._input = self._session.get_inputs()[0].name
+
+    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        try:
+            (logits,) = self._session.run(None, {self._input: np.ascontiguousarray(pixel_values, np.float32)})
+        except Exception as error:  # onnxruntime's errors are not RuntimeError subclasses
+            raise EngineError(f"ONNX Runtime failed: {error}") from error
+        return np.asarray(logits, dtype=np.float32)  # (B, C)
+
+
+def load_export_info(folder: str | os.PathLike) -> dict | None:
+    """The ``export.json`` of the ONNX export in ``folder``, or None when the folder holds no export.
+
+    Raises:
+        EngineError: There is an ONNX file but no readable ``export.json`` with a known precision.
+    """
+    import json
+
+    folder = Path(folder)
+    if not (folder / ONNX_FILE).is_file():
+        return None
+    try:
+        info = json.loads((folder / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
+        precision = info["precision"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EngineError(
+            f"{folder}: has {ONNX_FILE} but no readable {EXPORT_INFO_FILE} ({error}); write the folder "
+            "with `deepfake-detector export --format onnx`"
+        ) from None
+    if precision not in ("fp32", "int8"):
+        raise EngineError(
+            f"{folder / EXPORT_INFO_FILE}: unknown precision {precision!r}; expected fp32 or int8"
+        )
+    return info
+
+
+def build_engine(choice: EngineChoice, *, model=None, folder: Path | None = None, device: str = "cpu"):
+    """The engine ``choice`` names, for a PyTorch ``model`` or the ONNX export in ``folder``."""
+    if choice.engine == "onnx":
+        return OnnxEngine(Path(folder) / ONNX_FILE, precision=choice.precision)
+    return TorchEngine(model, precision=choice.precision, device=device)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

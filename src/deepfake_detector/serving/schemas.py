@@ -1,0 +1,203 @@
+"""Response schemas of the REST API, for the OpenAPI document and response validation.
+
+The records mirror the library's result types field for field (``Prediction.to_dict()``,
+``Explanation.to_dict()``, ``ModelInfo.to_dict()``); ``tests/test_serving.py`` checks that they stay in
+step. Records allow extra fields so that a field the library adds later (face boxes, say) reaches
+clients before this file learns its name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deepfake_detector.serving.errors import ERROR_CODES
+
+Verdict = Literal["real", "uncertain", "fake"]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable error code: " + ", ".join(ERROR_CODES), examples=["queue_full"])
+    message: str = Field(description="What was wrong and what is accepted, for people.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class FaceRecord(BaseModel):
+    """`FaceScore.to_dict()`: one face found and scored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    box: list[int] = Field(
+        description="[left, top, right, bottom] in image pixels; right and bottom exclusive."
+    )
+    crop_box: list[int] = Field(description="The square region that was scored.")
+    detection_score: float | None = Field(description="The face detector's confidence, on its own scale.")
+    label: str
+    fake_score: float = Field(ge=0.0, le=1.0)
+    verdict: Verdict
+
+
+class PredictionRecord(BaseModel):
+    """One image's verdict: `Prediction.to_dict()` plus the error's stable code."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str | int = Field(description="The uploaded file's name, else its position in the request.")
+    label: str | None = Field(description="The checkpoint's own top label, e.g. 'Deepfake'.")
+    fake_score: float | None = Field(ge=0.0, le=1.0, description="Probability of the fake role.")
+    verdict: Verdict | None = Field(description="From the model's thresholds; see GET /v1/model.")
+    model: str
+    revision: str | None
+    error: str | None = Field(description="Why this image could not be scored; then the scores are null.")
+    error_code: Literal["invalid_image", "too_many_pixels"] | None = Field(
+        default=None, description="Stable code of ``error``."
+    )
+    no_face: bool | None = Field(
+        default=None, description="With faces=true: no face was found (scored whole)."
+    )
+    faces: list[FaceRecord] | None = Field(
+        default=None, description="With faces=true: every face, largest first."
+    )
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionRecord] = Field(description="One record per uploaded image, in order.")
+
+
+class FrameRecord(BaseModel):
+    """`FrameScore.to_dict()`: one sampled frame of a video."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int = Field(description="Position among the decoded frames (0-based).")
+    timestamp_s: float
+    fake_score: float = Field(ge=0.0, le=1.0)
+    no_face: bool | None = None
+    faces: list[FaceRecord] | None = None
+
+
+class VideoPredictionRecord(BaseModel):
+    """`VideoPrediction.to_dict()`: the video's verdict and its per-frame timeline."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str | int = Field(description="The uploaded file's name.")
+    label: None = Field(description="Always null: videos have no single top label.")
+    fake_score: float | None = Field(ge=0.0, le=1.0)
+    verdict: Verdict | None
+    model: str
+    revision: str | None
+    error: str | None
+    kind: Literal["video"]
+    aggregation: dict | None = Field(description="How frame scores became the video's, and the sampling.")
+    duration_s: float | None
+    rotation_deg: int
+    num_frames: int
+    no_face_frames: int | None
+    no_face: bool | None
+    stopped_at_s: float | None = Field(description="Set when the stream ended early (truncated or damaged).")
+    decode_problem: str | None
+    frames: list[FrameRecord]
+
+
+class ExplanationRecord(BaseModel):
+    """`Explanation.to_dict()`: the verdict and where the heatmap peaks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str | int
+    method: Literal["rollout", "gradcam"]
+    label: str | None
+    fake_score: float | None = Field(ge=0.0, le=1.0)
+    verdict: Verdict | None
+    image_size: list[int] | None = Field(description="[width, height] of the heatmap and the image.")
+    peak_xy: list[int] | None = Field(description="[x, y] pixel of the hottest point.")
+    model: str
+    revision: str | None
+    error: str | None
+    no_face: bool | None = Field(
+        default=None, description="With faces: no face was found (the whole image was explained)."
+    )
+    faces: list[FaceRecord] | None = Field(
+        default=None, description="With faces: every face, largest first; each crop has its own map."
+    )
+
+
+class ExplainResponse(BaseModel):
+    explanation: ExplanationRecord
+    overlay_png_base64: str = Field(description="The heatmap drawn over the image, a base64 PNG.")
+
+
+class Thresholds(BaseModel):
+    real: float = Field(ge=0.0, le=1.0, description="Scores below this are 'real'.")
+    fake: float = Field(ge=0.0, le=1.0, description="Scores at or above this are 'fake'.")
+
+
+class ModelResponse(BaseModel):
+    """`ModelInfo.to_dict()` plus what identifies the exact weights and the server's limits."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="Checkpoint id or folder.")
+    revision: str | None = Field(description="Hub commit, when loaded from the hub.")
+    version: str = Field(description="Version of the deepfake-detector package serving it.")
+    weights_sha256: str | None = Field(
+        description="SHA-256 of the loaded PyTorch weights (names, dtypes, shapes, bytes); null for ONNX."
+    )
+    architecture: str
+    id2label: dict[str, str]
+    roles: dict[str, list[str]] = Field(description="Which labels count as real and which as fake.")
+    thresholds: Thresholds
+    temperature: float
+    preprocessing: dict
+    num_parameters: int
+    device: str
+    faces: dict | None = Field(
+        default=None,
+        description="The face crops the checkpoint was trained on (detector, margin_ratio): face mode is "
+        "then the default of predict and explain; null: whole images.",
+    )
+    features: dict[str, bool] = Field(description="Which of explain, faces and video this server can do.")
+    limits: dict = Field(description="The server's limits (bytes, pixels, images, seconds).")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"]
+    queue_depth: int = Field(description="Images waiting for the model.")
+    in_flight_requests: int
+
+
+class StatsResponse(BaseModel):
+    """Counters since start-up, to watch batching and load."""
+
+    batches: int = Field(description="Model calls made for /v1/predict.")
+    images: int = Field(description="Images scored in those calls.")
+    batch_size_histogram: dict[str, int] = Field(description="Images per model call -> number of calls.")
+    queue_depth: int
+    in_flight_requests: int
+    rejected_queue_full: int
+    timeouts: int
+    max_batch_size: int
+    max_batch_wait_ms: float
+
+
+def error_responses(*codes: str) -> dict[int, dict]:
+    """The ``responses=`` entry documenting these error codes, grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ERROR_CODES[code][0], []).append(code)
+    return {
+        status: {
+            "model": ErrorResponse,
+            "description": "; ".join(f"`{code}`: {ERROR_CODES[code][1]}" for code in names),
+        }
+        for status, names in sorted(by_status.items())
+    }
