@@ -26,6 +26,7 @@ _EXPORTS = {
     "CheckpointError": "deepfake_detector.errors",
     "ImageLoadError": "deepfake_detector.errors",
     "LabelMappingError": "deepfake_detector.errors",
+    "export_onnx": "deepfake_detector.export.onnx",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
@@ -44,11 +45,13 @@ __all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
     "CheckpointError",
     "ImageLoadError",
     "LabelMappingError",
+    "export_onnx",
 ]
 
 if TYPE_CHECKING:
     from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
     from deepfake_detector.errors import CheckpointError, DetectorError, ImageLoadError, LabelMappingError
+    from deepfake_detector.export.onnx import export_onnx
     from deepfake_detector.inference.detector import Detector, ModelInfo
     from deepfake_detector.inference.faces import FaceOptions
     from deepfake_detector.modeling.labels import LabelRoles

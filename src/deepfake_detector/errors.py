@@ -34,3 +34,11 @@ class ImageTooLargeError(ImageLoadError):
 
 class VideoLoadError(DetectorError):
     """One video could not be read at all. The message names the file and the problem."""
+
+
+class EngineError(DetectorError):
+    """The requested engine or precision does not exist or cannot run this checkpoint here."""
+
+
+class ExportError(DetectorError):
+    """An export could not be written, or it does not score like the PyTorch model."""

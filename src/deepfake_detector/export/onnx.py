@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector.errors import DetectorError
+from deepfake_detector.errors import ExportError
+from deepfake_detector.inference.detector import DEFAULT_BATCH_SIZE
 from deepfake_detector.inference.engines import EXPORT_INFO_FILE, ONNX_FILE, OnnxEngine, TorchEngine
 from deepfake_detector.inference.parity import ParityReport, compute_logit_parity
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
@@ -36,10 +37,6 @@ FORMATS = ("onnx",)
 # An fp32 export only reorders float arithmetic: logits stay this close to PyTorch's.
 FP32_MAX_LOGIT_DIFF = 1e-3
 DEFAULT_CHECK_COUNT = 32
-
-
-class ExportError(DetectorError):
-    """An export could not be written, or it does not score like the PyTorch model."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +121,8 @@ def export_onnx(
         _export_graph(torch_model, pixel_values[:2], staging / ONNX_FILE)
         if quantize == "int8":
             _quantize_int8(staging / ONNX_FILE)
-        reference = TorchEngine(torch_model).compute_logits(pixel_values)  # (N, C)
-        exported = OnnxEngine(staging / ONNX_FILE, precision=precision).compute_logits(pixel_values)
+        reference = _compute_in_batches(TorchEngine(torch_model), pixel_values)  # (N, C)
+        exported = _compute_in_batches(OnnxEngine(staging / ONNX_FILE, precision=precision), pixel_values)
         parity = compute_logit_parity(reference, exported, roles.fake_ids)
         max_logit_diff = float(np.abs(reference - exported).max())
         if not parity.passed or (precision == "fp32" and max_logit_diff > FP32_MAX_LOGIT_DIFF):
@@ -150,6 +147,12 @@ def export_onnx(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExportResult(out, precision, parity, max_logit_diff)
+
+
+def _compute_in_batches(engine, pixel_values: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Logits in batches of ``predict``'s default size: int8 quantises activations per batch."""
+    batches = [pixel_values[start : start + batch_size] for start in range(0, len(pixel_values), batch_size)]
+    return np.concatenate([engine.compute_logits(batch) for batch in batches])  # (N, C)
 
 
 def _export_graph(model, example: np.ndarray, path: Path) -> None:

@@ -32,7 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
-from deepfake_detector.errors import DetectorError
+from deepfake_detector.errors import EngineError
 from deepfake_detector.optional import require
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -40,10 +40,6 @@ ENGINES = ("auto", "torch", "onnx")
 ONNX_FILE = "model.onnx"
 # Written by `deepfake_detector.export.onnx.export_onnx` beside the ONNX file: precision, parity, versions.
 EXPORT_INFO_FILE = "export.json"
-
-
-class EngineError(DetectorError):
-    """The requested engine or precision does not exist or cannot run this checkpoint here."""
 
 
 @dataclass(frozen=True)
