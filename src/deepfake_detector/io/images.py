@@ -32,20 +32,36 @@ def describe_source(image: ImageInput, index: int) -> str | int:
     return index
 
 
-def _read_file(path: Path) -> bytes:
+def check_media_file(
+    path: str | os.PathLike, kind: str = "image", error: type[Exception] = ImageLoadError
+) -> None:
+    """Refuses what can't be a media file before anything opens it: missing paths, folders, FIFOs,
+    sockets and devices (which could block forever or never end), and empty files.
+
+    Args:
+        path: The file to check.
+        kind: What the file should hold ("image", "video"), for the message.
+        error: The exception type to raise, so each loader keeps its own error class.
+    """
     try:
-        info = path.stat()
+        info = os.stat(path)
     except FileNotFoundError:
-        raise ImageLoadError(f"{path}: no such file or directory") from None
-    except OSError as error:
-        raise ImageLoadError(f"{path}: cannot access ({error.strerror or error})") from None
+        raise error(f"{path}: no such file or directory") from None
+    except OSError as problem:
+        raise error(f"{path}: cannot access ({problem.strerror or problem})") from None
     if stat.S_ISDIR(info.st_mode):
-        raise ImageLoadError(f"{path}: is a directory, not an image file (pass --recursive to scan folders)")
+        raise error(
+            f"{path}: is a directory, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} file "
+            "(pass --recursive to scan folders)"
+        )
     if not stat.S_ISREG(info.st_mode):
-        # FIFOs, sockets and devices could block forever or never end.
-        raise ImageLoadError(f"{path}: not a regular file")
+        raise error(f"{path}: not a regular file")
     if info.st_size == 0:
-        raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        raise error(f"{path}: empty file (0 bytes)")
+
+
+def _read_file(path: Path) -> bytes:
+    check_media_file(path)
     try:
         with open(path, "rb") as handle:
             return handle.read()

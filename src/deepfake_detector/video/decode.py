@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image
 
 from deepfake_detector.errors import VideoLoadError
+from deepfake_detector.io.images import check_media_file
 from deepfake_detector.optional import require
 
 DEFAULT_NUM_FRAMES = 32
@@ -67,21 +67,6 @@ class SampledFrame:
     index: int
     timestamp_s: float
     image: Image.Image
-
-
-def _check_file(path: str) -> None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise VideoLoadError(f"{path}: no such file or directory") from None
-    except OSError as error:
-        raise VideoLoadError(f"{path}: cannot access ({error.strerror or error})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise VideoLoadError(f"{path}: is a directory, not a video file")
-    if not stat.S_ISREG(info.st_mode):
-        raise VideoLoadError(f"{path}: not a regular file")
-    if info.st_size == 0:
-        raise VideoLoadError(f"{path}: empty file (0 bytes)")
 
 
 def _upright(image: Image.Image, rotation_deg: int) -> Image.Image:
@@ -139,7 +124,7 @@ class VideoReader:
 
     def __enter__(self) -> VideoReader:
         av = require("av", "video")
-        _check_file(self.path)
+        check_media_file(self.path, "video", VideoLoadError)
         try:
             self._container = av.open(self.path)
         except av.error.EOFError:
