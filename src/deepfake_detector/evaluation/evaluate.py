@@ -335,7 +335,7 @@ def evaluate(
             perturbed_rows += [{"perturbation": perturbation.name, **row} for row in result]
         _write_csv(out / "robustness.csv", ROBUSTNESS_COLUMNS, perturbed_rows)
 
-    from deepfake_detector.training.outputs import git_revision
+    from deepfake_detector.provenance import git_revision
 
     stored = getattr(detector.model.config, CONFIG_KEY, None) or {}
     report = EvaluationReport(

@@ -7,45 +7,18 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from deepfake_detector import __version__
 from deepfake_detector.optional import require
+from deepfake_detector.provenance import git_revision
 from deepfake_detector.scoring import CONFIG_KEY
 
 CONFIG_FILE = "training_config.yaml"
 RUN_FILE = "training_run.json"
 CARD_FILE = "README.md"
-
-
-def git_revision(folder: str | Path | None = None) -> dict | None:
-    """The commit of the git checkout holding ``folder`` (default: this package's source), or None.
-
-    Returns:
-        ``{"commit": sha, "dirty": bool}``; dirty means tracked files differ from the commit.
-    """
-    folder = Path(folder or Path(__file__).resolve().parent)
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None  # not a git checkout (an installed wheel), or no git
-    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def _versions() -> dict:
