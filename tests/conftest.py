@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random ViT checkpoints saved with save_pretrained, and varied real image files."""
+"""Shared fixtures: tiny random ViT and ResNet checkpoints saved with save_pretrained, and varied real image
+files."""
 
 from __future__ import annotations
 
@@ -38,6 +39,27 @@ def build_tiny_vit(folder: Path, id2label: dict[int, str], *, seed: int = 0, ima
         model.classifier.weight.mul_(20.0)
         model.classifier.bias.zero_()
     model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_resnet(folder: Path, id2label: dict[int, str], *, seed: int = 0, image_size: int = 64) -> Path:
+    """Saves a 2-stage random ResNet (8 and 16 channels, basic blocks) and a ViTImageProcessor: the
+    shape of the bundled model, at a fraction of its size. Its last stage maps the input at 1/8."""
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    config = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={name: index for index, name in id2label.items()},
+    )
+    ResNetForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
 

@@ -182,6 +182,30 @@ def test_explain_without_heatmaps_is_a_clear_501(detector):
     assert "no heatmaps" in assert_error(response, 501, "explain_unavailable")["message"]
 
 
+def test_explain_on_a_convolutional_checkpoint_uses_gradcam_by_default(tmp_path):
+    from .conftest import SEED_LABELS, build_tiny_resnet
+
+    resnet = Detector.from_pretrained(build_tiny_resnet(tmp_path / "resnet", SEED_LABELS), device="cpu")
+    data = jpeg_bytes(height=48, width=80, seed=5)
+    image = ("photo.jpg", data, "image/jpeg")
+    with running_server(build_app(resnet)) as url:
+        png = httpx.post(f"{url}/v1/explain", files={"image": image}, timeout=60)
+        answer = httpx.post(
+            f"{url}/v1/explain", params={"format": "json"}, files={"image": image}, timeout=60
+        )
+        rollout = httpx.post(
+            f"{url}/v1/explain", data={"method": "rollout"}, files={"image": image}, timeout=60
+        )
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text
+    assert Image.open(io.BytesIO(png.content)).size == (80, 48)
+    assert answer.status_code == 200, answer.text
+    record = answer.json()["explanation"]
+    assert record["method"] == "gradcam" and record["image_size"] == [80, 48]  # "auto", resolved
+    assert record["fake_score"] == pytest.approx(resnet.predict(data).fake_score, abs=1e-6)
+    message = assert_error(rollout, 501, "explain_unavailable")["message"]
+    assert "rollout needs attention" in message and "'gradcam'" in message
+
+
 def test_predict_with_faces_gives_the_librarys_face_records(server, detector, tmp_path):
     pytest.importorskip("dlib", reason="the faces extra is not installed")
     picture, _ = picture_with_faces(320, 240, [(40, 20, 180)])

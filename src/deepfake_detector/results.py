@@ -73,7 +73,7 @@ class Explanation:
 
     Attributes:
         source: The input's path as given, or its index in the call when it was not a file.
-        method: "rollout" or "gradcam".
+        method: "rollout" or "gradcam": the method used ("auto" is resolved for the checkpoint).
         heatmap: Float32 array (H, W) at the image's own size (after EXIF orientation), in [0, 1]; 1 is
             the hottest point. In face mode, each face crop's map placed at its crop box (each
             normalised on its own; zero outside the boxes). None when ``error`` is set.

@@ -15,7 +15,7 @@ from deepfake_detector.explain.heatmaps import METHODS
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "explain",
-        help="draw where the model sees the fake over each image (ViT checkpoints)",
+        help="draw where the model sees the fake over each image (ViT and convolutional checkpoints)",
         description="Write a heatmap overlay (PNG) per image into --out, and print one row per input. An "
         "input that can't be read gives an error row and the rest are still explained. Exit code 1 when "
         "any input failed.",
@@ -26,10 +26,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--method",
         choices=METHODS,
-        default="rollout",
-        help="rollout: attention rollout into the class token (not class-specific); gradcam: Grad-CAM of "
-        "fake against real on the last block's patch tokens (fragile on ViTs; see the README); "
-        "default: %(default)s",
+        default="auto",
+        help="auto: rollout for a ViT, gradcam for a convolutional model (ResNet, ConvNeXt, RegNet); "
+        "rollout: attention rollout into the class token (not class-specific; ViT only); gradcam: "
+        "Grad-CAM of fake against real on a ViT's last-block patch tokens (fragile there; see the "
+        "README) or a conv model's last stage; file names carry the method used; default: %(default)s",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays (created)")
     parser.add_argument(
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     for explanation in detector.iter_explain(inputs, method=args.method, faces=faces):
         row = {**explanation.to_dict(), "overlay": None, "heatmap_npy": None}
         if explanation.ok:
-            stem = _unique_stem(str(explanation.source), args.method, used)
+            # The method the library resolved ("auto" becomes rollout or gradcam), so names say which.
+            stem = _unique_stem(str(explanation.source), explanation.method, used)
             try:
                 row.update(_write_files(explanation, out, stem, args.save_npy, args.max_pixels))
             except (OSError, ImageLoadError) as error:  # a missing extra is not per file: it stops the run

@@ -1,11 +1,19 @@
 """One image in, one heatmap for the fake class out, at the image's own size.
 
-Both methods apply to ViT checkpoints (``model.vit.layers`` in transformers 5.x, a class token ahead
-of the patch tokens), such as the seed model; other architectures are refused with the methods that
-exist and what they need. The token map is upsampled to the image bilinearly: the checkpoint's image
-processor resizes the whole image to the model's input without cropping, so each patch covers the same
-fraction of the original image. In face mode each face crop gets its own map, placed back onto the full
-image at the crop's box (`compute_face_heatmap`).
+Which methods apply depends on the architecture:
+
+- ViT checkpoints (``model.vit.layers`` in transformers 5.x, a class token ahead of the patch tokens),
+  such as the seed model: attention rollout and Grad-CAM on the patch tokens. "auto" means rollout.
+- Convolutional checkpoints whose backbone has ``encoder.stages`` (ResNet, ConvNeXt, ConvNeXtV2,
+  RegNet): Grad-CAM on the last stage's (B, C, h, w) output. They have no attention, so no rollout.
+  "auto" means Grad-CAM.
+
+Other architectures are refused, naming the ones that are supported. `resolve_method` turns "auto" into
+the concrete method once, before any input, so every `Explanation`, file name and HTTP answer carries
+"rollout" or "gradcam". The map (patch grid or feature map) is upsampled to the image bilinearly: the
+checkpoint's image processor resizes the whole image to the model's input without cropping, so each
+cell covers the same fraction of the original image. In face mode each face crop gets its own map,
+placed back onto the full image at the crop's box (`compute_face_heatmap`).
 """
 
 from __future__ import annotations
@@ -19,11 +27,43 @@ from PIL import Image
 from deepfake_detector.errors import ExplainError
 from deepfake_detector.modeling.labels import LabelRoles
 
-METHODS = ("rollout", "gradcam")
+METHODS = ("auto", "rollout", "gradcam")
+SUPPORTED = (
+    "ViT checkpoints (ViTForImageClassification, like the seed model: rollout or gradcam) and "
+    "convolutional checkpoints with encoder stages (ResNet, ConvNeXt, ConvNeXtV2, RegNet: gradcam)"
+)
 
 
-def check_explainable(model, processor, method: str) -> None:
-    """Raises `ExplainError` unless ``method`` is known and applies to this model and processor."""
+def find_vit_layers(model):
+    """The blocks of a ViT classifier (``model.vit.layers``), or None when ``model`` is not one."""
+    layers = getattr(getattr(model, "vit", None), "layers", None)
+    if not layers or not hasattr(layers[-1], "layernorm_before") or not hasattr(model.config, "patch_size"):
+        return None
+    return layers
+
+
+def find_last_conv_stage(model):
+    """The last stage of a transformers convolutional backbone (``<base model>.encoder.stages[-1]``:
+    ResNet, ConvNeXt, ConvNeXtV2, RegNet), whose output is the (B, C, h, w) map Grad-CAM was designed
+    for; None when ``model`` has no such stages."""
+    backbone = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
+    stages = getattr(getattr(backbone, "encoder", None), "stages", None)
+    if stages is None or not hasattr(stages, "__getitem__") or len(stages) == 0:
+        return None
+    return stages[-1]
+
+
+def resolve_method(model, method: str) -> str:
+    """The concrete method, "rollout" or "gradcam", that ``method`` means for this model.
+
+    Args:
+        model: The checkpoint's PyTorch model; None for an ONNX export (which can't be explained).
+        method: One of `METHODS`; "auto" is rollout for a ViT, Grad-CAM for a convolutional model.
+
+    Raises:
+        ExplainError: The method is unknown, the model is missing or of an unsupported architecture, or
+            the method does not apply to it (rollout on a convolutional model).
+    """
     if method not in METHODS:
         raise ExplainError(f"unknown explain method {method!r}; choose one of: {', '.join(METHODS)}")
     if model is None:
@@ -31,22 +71,38 @@ def check_explainable(model, processor, method: str) -> None:
             "explain needs the checkpoint's PyTorch weights, and this detector runs an ONNX export; "
             "load the save_pretrained folder the export was made from (engine 'torch') to explain"
         )
-    layers = getattr(getattr(model, "vit", None), "layers", None)
-    if not layers or not hasattr(layers[-1], "layernorm_before") or not hasattr(model.config, "patch_size"):
-        raise ExplainError(
-            f"explain methods ({', '.join(METHODS)}) apply to ViT checkpoints only "
-            "(ViTForImageClassification, like the seed model: a class token and patch tokens, blocks in "
-            f"model.vit.layers); this checkpoint is a {type(model).__name__}, to which none of them applies"
-        )
+    if find_vit_layers(model) is not None:
+        return "rollout" if method == "auto" else method
+    if find_last_conv_stage(model) is not None:
+        if method == "rollout":
+            raise ExplainError(
+                f"rollout needs attention, and this checkpoint is a {type(model).__name__}, a convolutional "
+                "model without any; use method 'gradcam' (or 'auto', which picks it)"
+            )
+        return "gradcam"
+    raise ExplainError(
+        f"explain supports {SUPPORTED}; this checkpoint is a {type(model).__name__}, to which no "
+        "explain method applies"
+    )
+
+
+def check_explainable(model, processor, method: str) -> str:
+    """Raises `ExplainError` unless ``method`` applies to this model and processor.
+
+    Returns:
+        The concrete method (`resolve_method`): "rollout" or "gradcam", never "auto".
+    """
+    method = resolve_method(model, method)
     if getattr(processor, "do_center_crop", False):
         raise ExplainError(
             f"{type(processor).__name__} centre-crops its input, so the heatmap would not cover the whole "
             "image; explain supports processors that resize the whole image (like ViTImageProcessor)"
         )
+    return method
 
 
 def build_explainer_model(model):
-    """A float32 copy of ``model`` with eager attention, for heatmaps.
+    """A float32 copy of ``model`` in eval mode, with eager attention for a ViT, for heatmaps.
 
     A copy, not the model itself: the fused attention kernels (sdpa, flash) that make scoring fast never
     materialise the attention matrix, so rollout needs the eager implementation; switching the shared
@@ -54,29 +110,42 @@ def build_explainer_model(model):
     gradients in half precision underflow. Costs one more copy of the weights, made on first use.
     """
     explainer = copy.deepcopy(model)
-    explainer.set_attn_implementation("eager")
+    # Only a ViT is switched, for rollout: a convolutional model has no attention to switch, and asking
+    # transformers to set one there does nothing at best, and warns for models without an attention
+    # interface at worst.
+    if find_vit_layers(explainer) is not None:
+        explainer.set_attn_implementation("eager")
     return explainer.float().eval()
 
 
 def compute_token_map(model, processor, image: Image.Image, *, method: str, roles: LabelRoles) -> np.ndarray:
-    """The heatmap of one image at patch resolution, normalised to [0, 1].
+    """The heatmap of one image at the model's resolution (ViT patches or the last conv stage's
+    feature map), normalised to [0, 1].
 
     Args:
-        model: A model from `build_explainer_model` (eager attention, float32).
+        model: A model from `build_explainer_model` (eager attention for a ViT, float32).
         processor: The checkpoint's image processor.
         image: An RGB image (see `deepfake_detector.io.images.load_image`).
-        method: One of `METHODS`.
+        method: One of `METHODS` ("auto" is resolved for this model).
         roles: The checkpoint's real and fake classes; Grad-CAM explains fake against real.
 
     Returns:
-        Float32 array (rows, cols).
+        Float32 array (rows, cols): the patch grid of a ViT, the (h, w) of a convolutional model's
+        last stage.
     """
     import torch
 
-    check_explainable(model, processor, method)
+    method = check_explainable(model, processor, method)
     device = next(model.parameters()).device
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"]  # (1, 3, H_in, W_in)
     pixel_values = pixel_values.to(device=device, dtype=torch.float32)
+    if find_vit_layers(model) is None:  # a convolutional model: resolve_method allows only Grad-CAM
+        from deepfake_detector.explain.gradcam import compute_conv_gradcam_maps
+
+        maps = compute_conv_gradcam_maps(
+            model, find_last_conv_stage(model), pixel_values, fake_ids=roles.fake_ids, real_ids=roles.real_ids
+        )  # (1, h, w)
+        return compute_normalized(maps[0].float().cpu().numpy())
     patch = model.config.patch_size
     grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
     if method == "rollout":
@@ -84,9 +153,9 @@ def compute_token_map(model, processor, image: Image.Image, *, method: str, role
 
         maps = compute_rollout_maps(model, pixel_values, grid)  # (1, rows, cols)
     else:
-        from deepfake_detector.explain.gradcam import compute_gradcam_maps
+        from deepfake_detector.explain.gradcam import compute_vit_gradcam_maps
 
-        maps = compute_gradcam_maps(
+        maps = compute_vit_gradcam_maps(
             model, pixel_values, grid, fake_ids=roles.fake_ids, real_ids=roles.real_ids
         )  # (1, rows, cols)
     return compute_normalized(maps[0].float().cpu().numpy())

@@ -157,7 +157,7 @@ class Detector:
         self.calibration = calibration or Calibration()
         self.device = device
         self.max_pixels = max_pixels
-        self._explainer_model = None  # an eager-attention copy, made by the first explain() call
+        self._explainer_model = None  # a float32 copy (eager attention for a ViT), made by explain()
         # Face mode by default: set for checkpoints trained on face crops (config.json says how).
         self.face_options = face_options
 
@@ -179,7 +179,7 @@ class Detector:
         workers: int | None = None,
         **model_kwargs,
     ) -> Detector:
-        """Loads a checkpoint from a local folder, a hub id, or an alias such as ``seed-v2``.
+        """Loads the bundled model (default), a local folder, a hub id, or an alias such as ``seed-v2``.
 
         Args:
             name_or_path: Folder written by ``save_pretrained`` or a Hugging Face hub id.
@@ -355,15 +355,18 @@ class Detector:
         self,
         images: ImageInput | Iterable[ImageInput],
         *,
-        method: str = "rollout",
+        method: str = "auto",
         faces: bool | FaceOptions | None = None,
     ):
-        """Heatmaps of where the model sees the fake, for one image or many (ViT checkpoints).
+        """Heatmaps of where the model sees the fake, for one image or many (ViT and conv checkpoints).
 
         Args:
             images: One input or a list of them, as for `predict`.
-            method: "rollout" (attention rollout: what flows into the class token; not class-specific)
-                or "gradcam" (Grad-CAM of fake against real on the patch tokens entering the last block).
+            method: "auto" (default: rollout for a ViT, Grad-CAM for a convolutional model), "rollout"
+                (attention rollout: what flows into the class token; not class-specific; ViT only) or
+                "gradcam" (Grad-CAM of fake against real: on the patch tokens entering a ViT's last
+                block, on the output of a convolutional backbone's last stage). The explanations carry
+                the concrete method, never "auto".
             faces: Find the faces and explain a crop of each, placed back onto the image at its crop box
                 (zero elsewhere); with no face the whole image is explained and ``no_face`` is set.
                 ``True``/`FaceOptions`/None/``False`` as for `predict`.
@@ -373,7 +376,8 @@ class Detector:
             gives an `Explanation` with ``error`` set; it never stops the others.
 
         Raises:
-            ExplainError: The method is unknown or does not apply to this checkpoint.
+            ExplainError: The method is unknown or does not apply to this checkpoint (see
+                `deepfake_detector.explain.heatmaps`).
         """
         if _is_single(images):
             return next(self.iter_explain([images], method=method, faces=faces))
@@ -383,13 +387,14 @@ class Detector:
         self,
         images: Iterable[ImageInput | InputProblem],
         *,
-        method: str = "rollout",
+        method: str = "auto",
         faces: bool | FaceOptions | None = None,
     ) -> Iterator[Explanation]:
         """Like `explain`, but lazy: one input at a time, in order."""
         from deepfake_detector.explain.heatmaps import check_explainable
 
-        check_explainable(self.model, self.processor, method)  # before any input: it is about the model
+        # Before any input, as it is about the model; from here on the method is concrete, never "auto".
+        method = check_explainable(self.model, self.processor, method)
         options = self._face_options(faces)
         face_detector = options.build_detector() if options else None  # a missing backend: usage error
         for index, item in enumerate(images):
@@ -408,7 +413,8 @@ class Detector:
                 yield self._explain_error(source, method, DetectorError(f"model failed: {error}"))
 
     def compute_token_map(self, image, method: str) -> np.ndarray:
-        """The heatmap of one loaded RGB image at patch resolution, (rows, cols) in [0, 1]."""
+        """The heatmap of one loaded RGB image at the model's resolution (a ViT's patch grid, a conv
+        model's last feature map), (rows, cols) in [0, 1]."""
         from deepfake_detector.explain.heatmaps import build_explainer_model, compute_token_map
 
         if self._explainer_model is None:

@@ -223,7 +223,7 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
         summary="Heatmap of where the model sees the fake",
         description="Answers the heatmap drawn over the image as a PNG (verdict and score in the "
         "X-Verdict and X-Fake-Score headers), or with `format=json` the explanation record and the "
-        "PNG in base64. ViT checkpoints only.",
+        "PNG in base64. ViT and convolutional (ResNet, ConvNeXt, RegNet) checkpoints.",
         responses={
             200: {
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
@@ -243,9 +243,13 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
     async def explain(
         image: Annotated[UploadFile, File(description="One image file.")],
         method: Annotated[
-            Literal["rollout", "gradcam"],
-            Form(description="rollout: attention rollout; gradcam: Grad-CAM of fake against real."),
-        ] = "rollout",
+            Literal["auto", "rollout", "gradcam"],
+            Form(
+                description="auto: rollout for a ViT, gradcam for a convolutional checkpoint; rollout: "
+                "attention rollout (ViT only); gradcam: Grad-CAM of fake against real. The answer names "
+                "the method used."
+            ),
+        ] = "auto",
         faces: Annotated[
             bool | None,
             Form(

@@ -29,7 +29,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_video": (422, "the uploaded video can't be read, or has no decodable video frame"),
     "video_too_long": (422, "the uploaded video lasts longer than max_video_seconds"),
     "internal_error": (500, "an unexpected server fault; the message names it, the log has the traceback"),
-    "explain_unavailable": (501, "heatmaps need the explain extra and a ViT checkpoint"),
+    "explain_unavailable": (501, "heatmaps need the explain extra and a ViT or convolutional checkpoint"),
     "faces_unavailable": (501, "face detection needs the faces extra"),
     "video_unavailable": (501, "video analysis needs the video extra"),
     "queue_full": (503, "queue_size requests are already admitted; retry after Retry-After seconds"),

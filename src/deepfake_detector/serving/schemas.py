@@ -110,7 +110,7 @@ class ExplanationRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     source: str | int
-    method: Literal["rollout", "gradcam"]
+    method: Literal["rollout", "gradcam"] = Field(description='The method used ("auto" resolved).')
     label: str | None
     fake_score: float | None = Field(ge=0.0, le=1.0)
     verdict: Verdict | None

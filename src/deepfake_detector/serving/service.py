@@ -240,7 +240,7 @@ class DetectorService:
             explanation, png = await loop.run_in_executor(
                 self._model_thread, self._explain, outcome, method, faces
             )
-        except ExplainError as error:  # the checkpoint is not a ViT
+        except ExplainError as error:  # the method does not apply to this checkpoint
             raise ApiError("explain_unavailable", str(error)) from None
         return replace(explanation, source=upload.name), png
 
