@@ -6,15 +6,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 # Every extra the test suite exercises; users install only what they need.
-EXTRAS ?= dev,train,eval,explain,video,faces,faces-cnn,serve,onnx
+EXTRAS ?= dev,train,eval,explain,video,faces,faces-cnn,serve,onnx,ray
 
-MODEL ?=
-IMAGES ?=
+# `make demo` scores the example images (made by examples/make_examples.py) with the bundled model;
+# MODEL=FOLDER and IMAGES='a.jpg folder/' score other ones.
+MODEL ?= compact-v1
+EXAMPLES := build/examples
+IMAGES ?= $(EXAMPLES)
 
 .PHONY: help install test lint demo clean
 
 help:
-	@echo "make demo MODEL=FOLDER IMAGES='a.jpg folder/'  score images with a checkpoint folder"
+	@echo "make demo                                     score the example images with the bundled model"
+	@echo "make demo MODEL=FOLDER IMAGES='a.jpg folder/'  score your images (with another checkpoint)"
 	@echo "make test                                     lint (ruff) and run the test suite"
 	@echo "make install                                  create .venv with everything pinned"
 
@@ -29,20 +33,14 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 test: lint
 	$(PY) -m pytest -q
 
-# Until the project ships a model of its own, the demo scores with a checkpoint folder you name.
 demo: $(STAMP)
-	@if [ -z "$(MODEL)" ] || [ -z "$(IMAGES)" ]; then \
-		echo "make demo needs a checkpoint and images: make demo MODEL=path/to/checkpoint IMAGES='photo.jpg folder/'"; \
-		echo "(a checkpoint is any save_pretrained() folder of an image-classification model, e.g. a downloaded"; \
-		echo " prithivMLmods/Deep-Fake-Detector-v2-Model; the project does not ship a model of its own yet)"; \
-		exit 2; \
-	fi
+	@$(PY) examples/make_examples.py $(EXAMPLES) > /dev/null
 	$(VENV)/bin/deepfake-detector predict $(IMAGES) --model $(MODEL)
 
 clean:

@@ -45,9 +45,13 @@ def test_export_then_predict_model_dir_scores_like_pytorch(
 ):
     paths = [str(path) for path in varied_images]
     ours, theirs = tmp_path / "onnx.jsonl", tmp_path / "torch.jsonl"
-    common = ["--precision", "auto", "--jpeg-draft", "off", "--quiet"]
-    assert main(["predict", *paths, "--model", str(exported[precision]), "--output", str(ours), *common]) == 0
-    assert main(["predict", *paths, "--model", str(seed_checkpoint), "--output", str(theirs), *common]) == 0
+    common = ["--jpeg-draft", "off", "--quiet"]
+    # auto: the export's own precision; the reference is PyTorch in float32 (auto there would be bf16 on
+    # CPUs with AVX512-BF16 or AMX).
+    onnx_args = ["--model", str(exported[precision]), "--precision", "auto", "--output", str(ours)]
+    assert main(["predict", *paths, *onnx_args, *common]) == 0
+    torch_args = ["--model", str(seed_checkpoint), "--precision", "fp32", "--output", str(theirs)]
+    assert main(["predict", *paths, *torch_args, *common]) == 0
     onnx_rows, torch_rows = _read_rows(ours), _read_rows(theirs)
     assert [row["source"] for row in onnx_rows] == paths
     onnx_scores = np.array([row["fake_score"] for row in onnx_rows])

@@ -105,7 +105,9 @@ def test_trained_model_loads_in_detector_pipeline_and_card_snippet_with_equal_sc
     from transformers import ViTForImageClassification, ViTImageProcessor, pipeline
 
     path = images / "fake" / "3.jpg"
-    detector_score = Detector.from_pretrained(trained, device="cpu").predict(path).fake_score
+    # fp32: the exact path (auto is bf16 on CPUs with AVX512-BF16 or AMX).
+    detector = Detector.from_pretrained(trained, device="cpu", precision="fp32")
+    detector_score = detector.predict(path).fake_score
     pipe = pipeline("image-classification", model=str(trained), device="cpu")
     pipeline_score = {row["label"]: row["score"] for row in pipe(str(path), top_k=None)}["Deepfake"]
 

@@ -1,4 +1,8 @@
-"""Find a checkpoint (local folder or Hugging Face hub id) and load its model and image processor.
+"""Find a checkpoint (bundled model, local folder or Hugging Face hub id) and load its model and image
+processor.
+
+The package ships its own compact model (``BUNDLED_MODELS``, package data under
+``deepfake_detector/models/``): the default everywhere, so a fresh install answers offline.
 
 Hub checkpoints are fetched with ``snapshot_download`` into the normal Hugging Face cache, limited to
 configs and safetensors weights, and then loaded from that folder exactly like a local one, so both
@@ -16,7 +20,9 @@ from deepfake_detector.errors import CheckpointError
 
 SEED_MODEL_ID = "prithivMLmods/Deep-Fake-Detector-v2-Model"
 MODEL_ALIASES = {"seed-v2": SEED_MODEL_ID}
-DEFAULT_MODEL = "seed-v2"
+# Models inside the package: name -> folder under deepfake_detector/models/ (its model card is README.md).
+BUNDLED_MODELS = ("compact-v1",)
+DEFAULT_MODEL = "compact-v1"
 
 # model.onnx: a folder written by `deepfake-detector export --format onnx` (weights inside the graph).
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "model.onnx")
@@ -64,7 +70,11 @@ def resolve_checkpoint(
     given = os.fspath(name_or_path)
     name = MODEL_ALIASES.get(given, given)
     local = Path(name).expanduser()
-    if local.is_dir():
+    if given in BUNDLED_MODELS and not local.exists():  # a folder of that name in the cwd wins
+        folder, resolved_revision = bundled_model_folder(given), None
+        if revision is not None:
+            raise CheckpointError(f"{given!r} is bundled with the package; it has no hub revisions")
+    elif local.is_dir():
         folder, resolved_revision = local, None
     elif local.exists() or given.startswith((".", "/", "~")) or os.sep in given.replace("/", "", 1):
         raise CheckpointError(f"model folder {given!r} does not exist or is not a folder")
@@ -113,8 +123,26 @@ def _download(
     except (RepositoryNotFoundError, HFValidationError):
         raise CheckpointError(
             f"{given!r} is neither a local folder nor a model on the Hugging Face hub; "
-            f"known aliases: {', '.join(MODEL_ALIASES)}"
+            f"known aliases: {', '.join(MODEL_ALIASES)}; bundled models: {', '.join(BUNDLED_MODELS)}"
         ) from None
+
+
+def bundled_model_folder(name: str) -> Path:
+    """The folder of a model shipped inside the package (``BUNDLED_MODELS``).
+
+    Raises:
+        CheckpointError: ``name`` is not bundled, or the install lacks its files.
+    """
+    from importlib.resources import files
+
+    if name not in BUNDLED_MODELS:
+        raise CheckpointError(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED_MODELS)}")
+    folder = Path(str(files("deepfake_detector") / "models" / name))
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"bundled model {name!r} is missing from this install ({folder}); reinstall the package"
+        )
+    return folder
 
 
 def _check_folder(folder: Path, given: str, allow_pickle: bool) -> None:

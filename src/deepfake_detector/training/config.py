@@ -237,6 +237,28 @@ class AugmentationConfig:
 
 
 @dataclass(frozen=True)
+class PseudoFakeConfig:
+    """Self-blended pseudo-fakes (`deepfake_detector.training.pseudo_fakes`) added to the training set.
+
+    Each epoch draws ``share`` x (real training images) extra items; each is a randomly chosen real
+    image blended with an altered copy of itself, labelled fake, then augmented like any other image.
+    They teach the blending seam that swaps and retouching leave, rather than one dataset's identities.
+    """
+
+    share: float = field(
+        default=0.0,
+        metadata={"help": "pseudo-fakes per epoch as a share of the real training images (0: off)"},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.share, bool) or not isinstance(self.share, (int, float)):
+            raise ConfigError(f"pseudo_fakes.share must be a number, got {self.share!r}")
+        if not 0.0 <= self.share <= 4.0:
+            raise ConfigError(f"pseudo_fakes.share must be between 0 and 4, got {self.share}")
+        object.__setattr__(self, "share", float(self.share))
+
+
+@dataclass(frozen=True)
 class FaceCropConfig:
     """Train and validate on face crops, cut exactly as ``predict --faces`` cuts them.
 
@@ -297,6 +319,10 @@ class TrainConfig:
         default_factory=FaceCropConfig,
         metadata={"help": "train on face crops (off by default); `faces: true` turns it on with defaults"},
     )
+    pseudo_fakes: PseudoFakeConfig = field(
+        default_factory=PseudoFakeConfig,
+        metadata={"help": "self-blended pseudo-fakes made from real training images (off by default)"},
+    )
     class_balance: str = field(
         default="loss",
         metadata={"help": "loss: class-weighted cross-entropy; sampler: oversample the rare class; none"},
@@ -353,6 +379,7 @@ class TrainConfig:
             "model": ModelConfig,
             "augmentation": AugmentationConfig,
             "faces": FaceCropConfig,
+            "pseudo_fakes": PseudoFakeConfig,
         }
         for name, section in sections.items():
             given = values.get(name) or {}

@@ -24,6 +24,7 @@ from deepfake_detector.data.labelled import DataError, LabelledImage
 from deepfake_detector.errors import ImageLoadError
 from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, load_image
 from deepfake_detector.training.augment import Augmentation
+from deepfake_detector.training.pseudo_fakes import make_self_blended
 
 if TYPE_CHECKING:
     from deepfake_detector.faces.backends import FaceDetector
@@ -141,6 +142,8 @@ class ImageClassificationDataset:
         max_pixels: Decompression-bomb limit, as at inference.
         crop_boxes: With face crops: per image, the crop box to cut before augmenting (None: use the
             whole image), from `find_face_crops`. None: whole images.
+        pseudo_fakes: Extra items after the images: item ``len(images) + k`` is a random real image made
+            into a self-blended pseudo-fake (`make_self_blended`) and labelled fake.
         skipped: Images found corrupt while training, in this process.
     """
 
@@ -150,27 +153,36 @@ class ImageClassificationDataset:
     augment: Augmentation | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     crop_boxes: Sequence[CropBox | None] | None = None
+    pseudo_fakes: int = 0
     skipped: list[UnreadableImage] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._bad: set[int] = set()
         if self.crop_boxes is not None and len(self.crop_boxes) != len(self.images):
             raise ValueError(f"{len(self.crop_boxes)} crop boxes for {len(self.images)} images")
+        self._real_positions = [i for i, image in enumerate(self.images) if image.label == "real"]
+        if self.pseudo_fakes and not self._real_positions:
+            raise DataError("pseudo-fakes are made from real images, and the training data has none")
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.images) + self.pseudo_fakes
 
     def labels(self) -> list[int]:
-        return [self.label_ids[image.label] for image in self.images]
+        return [self.label_ids[image.label] for image in self.images] + [
+            self.label_ids["fake"]
+        ] * self.pseudo_fakes
 
     def __getitem__(self, index: int) -> dict:
+        pseudo_fake = index >= len(self.images)
+        if pseudo_fake:  # a fresh real source and a fresh blend each time, so epochs don't repeat
+            index = self._real_positions[random.randrange(len(self._real_positions))]
         # A corrupt file is replaced by the next readable one, so batches keep their size and a bad
         # file deep in the data can't crash the run at step 3,000.
         for offset in range(len(self.images)):
             position = (index + offset) % len(self.images)
-            if position in self._bad:
-                continue
             record = self.images[position]
+            if position in self._bad or (pseudo_fake and record.label != "real"):
+                continue
             try:
                 image = load_image(record.path, max_pixels=self.max_pixels)
             except Exception as error:  # ImageLoadError, or any decoder bug a hostile file trips
@@ -178,10 +190,13 @@ class ImageClassificationDataset:
                 continue
             if self.crop_boxes is not None and self.crop_boxes[position] is not None:
                 image = image.crop(self.crop_boxes[position])  # what `cut_faces` cuts at inference
+            if pseudo_fake:
+                image = make_self_blended(image, random)
             if self.augment is not None:
                 image = self.augment(image, random)
             pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"][0]  # (3, H, W)
-            return {"pixel_values": pixel_values, "labels": self.label_ids[record.label]}
+            label = "fake" if pseudo_fake else record.label
+            return {"pixel_values": pixel_values, "labels": self.label_ids[label]}
         raise DataError("none of the training images could be read; see the warnings above")
 
     def _skip(self, position: int, error: Exception) -> None:

@@ -175,7 +175,7 @@ def store_model_settings(model_config, config) -> None:
 
 
 def write_training_outputs(
-    model, processor, config, args, result, *, skipped, counts: dict, started: float
+    model, processor, config, args, result, *, skipped, counts: dict, started: float, state_dict=None
 ) -> None:
     """Writes the trained model's folder: weights, processor, card, resolved config and run record.
 
@@ -188,12 +188,13 @@ def write_training_outputs(
         skipped: `UnreadableImage` records of the images left out.
         counts: Image counts of the train and eval sets.
         started: When the run began (``time.time()``).
+        state_dict: The full weights when ``model``'s own are sharded (FSDP); None: ``model``'s.
     """
     yaml = require("yaml", "train")
 
     output = Path(result.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output)  # config.json + model.safetensors, no pickles
+    model.save_pretrained(output, state_dict=state_dict)  # config.json + model.safetensors, no pickles
     processor.save_pretrained(output)
     resolved = config.to_dict()
     arguments = json.loads(args.to_json_string())  # every TrainingArguments value, defaults too

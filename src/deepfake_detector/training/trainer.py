@@ -428,7 +428,10 @@ def train(config: TrainConfig) -> TrainResult:
         label_ids,
         augment=build_augmentation(config.augmentation),
         crop_boxes=train_faces.crop_boxes if train_faces else None,
+        pseudo_fakes=round(config.pseudo_fakes.share * sum(image.label == "real" for image in train_images)),
     )
+    if main_process and train_dataset.pseudo_fakes:
+        logger.info("adding %d self-blended pseudo-fakes to every epoch", train_dataset.pseudo_fakes)
     eval_dataset = (
         ImageClassificationDataset(
             eval_images, processor, label_ids, crop_boxes=eval_faces.crop_boxes if eval_faces else None
@@ -479,6 +482,9 @@ def train(config: TrainConfig) -> TrainResult:
             len(train_faces.no_face) + (len(eval_faces.no_face) if eval_faces else 0) if train_faces else None
         ),
     )
+    # Every process takes part: under FSDP the weights are sharded and gathering them is collective
+    # (under DDP this is the plain state dict). Only the main process writes them.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if main_process:
         logger.info("left out %d unreadable images in all (listed in training_run.json)", len(skipped))
         from deepfake_detector.training.outputs import write_training_outputs
@@ -490,8 +496,12 @@ def train(config: TrainConfig) -> TrainResult:
             args,
             result,
             skipped=skipped,
-            counts={"train": _counts(train_images, train_faces), "eval": _counts(eval_images, eval_faces)},
+            counts={
+                "train": {**_counts(train_images, train_faces), "pseudo_fakes": train_dataset.pseudo_fakes},
+                "eval": _counts(eval_images, eval_faces),
+            },
             started=started,
+            state_dict=state_dict,
         )
         logger.info("wrote the trained model to %s", output)
     trainer.accelerator.wait_for_everyone()

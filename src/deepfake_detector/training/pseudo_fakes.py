@@ -1,0 +1,116 @@
+"""Self-blended pseudo-fakes: a real face blended into a slightly altered copy of itself.
+
+Face swaps and retouching leave a seam where pasted pixels meet the original: a soft boundary, a small
+colour or sharpness mismatch, a slight misalignment. A self-blended image (Shiohara & Yamasaki, "Detecting
+Deepfakes with Self-Blended Images", CVPR 2022) has exactly those artefacts and nothing else: same person,
+same pose, same background. A detector that must tell it from its real source learns the seam instead
+of the identities and generators of one dataset, which is what carries over to manipulations it never saw.
+
+The paper cuts its blend region from 81 facial landmarks; dlib's landmark model is a separate download
+and our training images are face-centred crops (the dataset's own, or ``faces.enabled``'s), so the region
+here is a randomly deformed ellipse over the centre of the face. Written with NumPy and Pillow because
+no maintained library makes these images.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+from deepfake_detector.training.augment import RandomSource
+
+_MASK_POINTS = 24  # vertices of the deformed ellipse
+
+
+def render_blend_mask(
+    size: tuple[int, int], rng: RandomSource, axes_ratio: tuple[float, float] = (0.22, 0.42)
+) -> np.ndarray:
+    """A soft, irregular elliptical mask over the middle of a face-centred image.
+
+    Args:
+        size: ``(width, height)`` of the image.
+        rng: Source of randomness.
+        axes_ratio: Range of the ellipse's semi-axes as a share of the image side: small values cover the
+            inner face (eyes, nose, mouth; a retouch), large ones the whole face (a swap).
+
+    Returns:
+        ``(H, W)`` float32 weights in [0, 1]: 1 inside the blended region, fading out over its edge.
+    """
+    width, height = size
+    centre_x = width * (0.5 + rng.uniform(-0.05, 0.05))
+    centre_y = height * (0.52 + rng.uniform(-0.05, 0.05))  # faces sit a little below the crop's middle
+    radius_x = width * rng.uniform(*axes_ratio)
+    radius_y = height * rng.uniform(axes_ratio[0] * 1.1, axes_ratio[1] * 1.25)  # faces are taller
+    # Each vertex's radius is jittered, so the boundary is not a clean ellipse a model could look for.
+    points = []
+    for index in range(_MASK_POINTS):
+        angle = 2 * math.pi * index / _MASK_POINTS
+        stretch = rng.uniform(0.85, 1.15)
+        points.append(
+            (centre_x + stretch * radius_x * math.cos(angle), centre_y + stretch * radius_y * math.sin(angle))
+        )
+    mask = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(mask).polygon(points, fill=255)
+    # The feathering decides how visible the seam is: from a hard cut to a wide, gentle fade.
+    feather = max(1.0, min(width, height) * rng.uniform(0.01, 0.08))
+    mask = mask.filter(ImageFilter.GaussianBlur(radius=feather))
+    return np.asarray(mask, dtype=np.float32) / 255.0  # (H, W)
+
+
+def alter_copy(image: Image.Image, rng: RandomSource) -> Image.Image:
+    """The source of the blended pixels: the same image, slightly shifted, scaled, recoloured and blurred
+    or sharpened, as a pasted face differs from the one it covers."""
+    width, height = image.size
+    altered = image
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        if rng.random() < 0.6:
+            altered = enhancer(altered).enhance(rng.uniform(0.85, 1.15))
+    if rng.random() < 0.5:  # a per-channel tint: skin tones of two faces rarely match
+        shift = np.array([rng.uniform(-12, 12) for _ in range(3)], dtype=np.float32)
+        pixels = np.asarray(altered, dtype=np.float32) + shift  # (H, W, 3)
+        altered = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    choice = rng.random()
+    if choice < 0.35:
+        altered = altered.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 1.5)))
+    elif choice < 0.7:
+        altered = ImageEnhance.Sharpness(altered).enhance(rng.uniform(1.5, 3.0))
+    # Misalignment: scale about the centre and translate by a few per cent.
+    scale = rng.uniform(0.94, 1.06)
+    shift_x, shift_y = width * rng.uniform(-0.03, 0.03), height * rng.uniform(-0.03, 0.03)
+    # Image.transform's AFFINE maps output (x, y) to input (a x + b y + c, d x + e y + f).
+    a = 1.0 / scale
+    c = width / 2 - a * width / 2 - shift_x * a
+    f = height / 2 - a * height / 2 - shift_y * a
+    altered = altered.transform(
+        (width, height), Image.Transform.AFFINE, (a, 0.0, c, 0.0, a, f), resample=Image.Resampling.BILINEAR
+    )
+    if rng.random() < 0.3:  # pasted pixels were often compressed on their own before the paste
+        buffer = io.BytesIO()
+        altered.save(buffer, "JPEG", quality=rng.randint(60, 95))
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            altered = decoded.convert("RGB")
+    return altered
+
+
+def make_self_blended(image: Image.Image, rng: RandomSource) -> Image.Image:
+    """Blends an altered copy of a real face into the face itself; the result is a (pseudo-)fake.
+
+    Args:
+        image: A face-centred RGB image of a real face.
+        rng: Source of randomness.
+
+    Returns:
+        An RGB image of the same size.
+    """
+    image = image.convert("RGB")
+    mask = render_blend_mask(image.size, rng)  # (H, W)
+    # Partial blends leave a fainter seam; the paper draws the ratio from {0.25, 0.5, 0.75, 1, 1, 1}.
+    mask *= rng.uniform(0.4, 1.0) if rng.random() < 0.5 else 1.0
+    original = np.asarray(image, dtype=np.float32)  # (H, W, 3)
+    pasted = np.asarray(alter_copy(image, rng), dtype=np.float32)  # (H, W, 3)
+    blended = pasted * mask[..., None] + original * (1.0 - mask[..., None])
+    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))

@@ -1,0 +1,85 @@
+"""The model shipped inside the package: found without network, the default of the library and every
+command, calibrated, small, and loaded by the transformers pipeline like any checkpoint."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from deepfake_detector import Detector
+from deepfake_detector.cli.main import main
+from deepfake_detector.errors import CheckpointError
+from deepfake_detector.modeling.checkpoints import (
+    BUNDLED_MODELS,
+    DEFAULT_MODEL,
+    bundled_model_folder,
+    resolve_checkpoint,
+)
+from deepfake_detector.scoring import CONFIG_KEY
+
+from .conftest import SEED_LABELS, jpeg_bytes
+
+MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    # Any attempt to reach the hub fails at once instead of waiting on the network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_the_default_model_is_bundled_complete_and_small():
+    assert DEFAULT_MODEL in BUNDLED_MODELS
+    folder = bundled_model_folder(DEFAULT_MODEL)
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors", "README.md"):
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob("*.bin")), "the bundled model must not carry pickle weights"
+    assert (folder / "model.safetensors").stat().st_size <= MAX_WEIGHTS_BYTES
+    checkpoint = resolve_checkpoint(DEFAULT_MODEL)
+    assert checkpoint.folder == folder and checkpoint.revision is None
+
+
+def test_the_bundled_model_is_calibrated_on_a_validation_split():
+    config = json.loads((bundled_model_folder(DEFAULT_MODEL) / "config.json").read_text())
+    assert config["id2label"] == {"0": "Realism", "1": "Deepfake"}
+    stored = config[CONFIG_KEY]
+    assert stored["fitted_on"]["split"] == "val"
+    assert 0.0 < stored["thresholds"]["fake"] < 1.0
+
+
+def test_from_pretrained_without_arguments_loads_it_offline():
+    detector = Detector.from_pretrained()
+    assert detector.model_id == DEFAULT_MODEL
+    prediction = detector.predict(jpeg_bytes(96, 128, seed=1))
+    assert prediction.ok and 0.0 <= prediction.fake_score <= 1.0
+    assert prediction.model == DEFAULT_MODEL
+
+
+def test_predict_uses_it_when_no_model_is_named(tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg_bytes(120, 160, seed=5))
+    assert main(["predict", str(photo), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["model"] == DEFAULT_MODEL and row["error"] is None
+    assert row["verdict"] in ("real", "fake")
+
+
+def test_a_bundled_model_has_no_hub_revisions():
+    with pytest.raises(CheckpointError, match="bundled with the package"):
+        resolve_checkpoint(DEFAULT_MODEL, revision="main")
+
+
+def test_an_unknown_bundled_name_is_refused_with_the_known_ones():
+    with pytest.raises(CheckpointError, match=f"bundled: {DEFAULT_MODEL}"):
+        bundled_model_folder("compact-v0")
+
+
+def test_the_transformers_pipeline_runs_it():
+    from transformers import pipeline
+
+    classifier = pipeline("image-classification", model=str(bundled_model_folder(DEFAULT_MODEL)))
+    scores = classifier(Image.open(io.BytesIO(jpeg_bytes(64, 64, seed=2))), top_k=None)
+    assert {entry["label"] for entry in scores} == set(SEED_LABELS.values())
