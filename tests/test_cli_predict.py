@@ -240,3 +240,21 @@ def test_info_command(seed_checkpoint, capsys):
 def test_module_entry_point_runs():
     result = subprocess.run([*_cli(), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("deepfake-detector ")
+
+
+def test_manifest_inputs_are_scored_like_named_ones(tmp_path, good_folder, seed_checkpoint):
+    manifest = good_folder / "list.csv"
+    names = sorted(path.name for path in good_folder.glob("*.jpg"))
+    manifest.write_text("path\n" + "\n".join(names) + "\nmissing.jpg\n")
+    out = tmp_path / "listed.jsonl"
+    code = main(
+        ["predict", "--manifest", str(manifest), "--model", str(seed_checkpoint), "-o", str(out), "-q"]
+    )
+    assert code == 1  # missing.jpg
+    rows = _read_jsonl(out)
+    assert [row["source"] for row in rows] == [str(good_folder / name) for name in [*names, "missing.jpg"]]
+    assert "no such file" in rows[-1]["error"]
+    with pytest.raises(SystemExit, match="name at least one PATH, or a --manifest FILE"):
+        main(["predict", "--model", str(seed_checkpoint)])
+    (tmp_path / "bad.csv").write_text("file\nx.jpg\n")
+    assert main(["predict", "--manifest", str(tmp_path / "bad.csv"), "--model", str(seed_checkpoint)]) == 2

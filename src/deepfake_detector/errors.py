@@ -42,3 +42,7 @@ class EngineError(DetectorError):
 
 class ExportError(DetectorError):
     """An export could not be written, or it does not score like the PyTorch model."""
+
+
+class ManifestError(DetectorError):
+    """A manifest (a file listing inputs) can't be read, or lacks the column that holds the inputs."""

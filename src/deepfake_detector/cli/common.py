@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
-from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL, MODEL_ALIASES
+from deepfake_detector.modeling.checkpoints import BUNDLED_MODELS, DEFAULT_MODEL, MODEL_ALIASES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"checkpoint folder, Hugging Face hub id, or alias ({aliases}); default: %(default)s",
+        help=(
+            f"checkpoint folder, Hugging Face hub id, bundled model ({', '.join(BUNDLED_MODELS)}), or alias "
+            f"({aliases}); default: %(default)s, the model shipped with the package"
+        ),
     )
     group.add_argument("--revision", help="hub branch, tag or commit to load")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -90,14 +93,12 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_detector(args: argparse.Namespace, thresholds=None):
-    """Builds the `Detector` the flags describe."""
-    from deepfake_detector.cli.main import quiet_libraries
-    from deepfake_detector.inference.detector import Detector
+def detector_spec(args: argparse.Namespace, thresholds=None):
+    """The `DetectorSpec` (the arguments of `Detector.from_pretrained`) the flags describe."""
+    from deepfake_detector.inference.distributed import DetectorSpec
 
-    quiet_libraries()
-    return Detector.from_pretrained(
-        args.model,
+    return DetectorSpec(
+        model=args.model,
         revision=args.revision,
         device=args.device,
         thresholds=thresholds,
@@ -108,3 +109,11 @@ def load_detector(args: argparse.Namespace, thresholds=None):
         jpeg_draft={"on": True, "off": False}.get(getattr(args, "jpeg_draft", "auto")),
         workers=getattr(args, "workers", None),
     )
+
+
+def load_detector(args: argparse.Namespace, thresholds=None):
+    """Builds the `Detector` the flags describe."""
+    from deepfake_detector.cli.main import quiet_libraries
+
+    quiet_libraries()
+    return detector_spec(args, thresholds).build()

@@ -1,4 +1,8 @@
-"""``deepfake-detector predict``: score files, folders and globs; write one row per input."""
+"""``deepfake-detector predict``: score files, folders and globs; write one row per input.
+
+With ``--ray`` the same rows are scored on a Ray cluster into a folder of shards
+(`deepfake_detector.cli.distributed`, which says why that is a flag here and not a command of its own).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from deepfake_detector.cli.common import (
     positive_int,
     probability,
 )
+from deepfake_detector.cli.distributed import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
 from deepfake_detector.cli.media import add_media_arguments, media_options, timeline_path
 from deepfake_detector.io.writers import (
     FORMATS,
@@ -32,7 +37,18 @@ def add_parser(subparsers) -> None:
         "row and the rest are still scored. Exit code 1 when any input failed.",
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="image or video files, folders or glob patterns"
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="image or video files, folders or glob patterns (with --ray also URIs: s3://bucket/prefix/)",
+    )
+    parser.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also score the inputs a manifest lists: a .csv or .parquet file with a 'path' column, or a "
+        "text file with one input per line; relative paths are relative to the manifest (repeatable)",
     )
     add_model_arguments(parser)
     add_image_arguments(parser)
@@ -40,10 +56,13 @@ def add_parser(subparsers) -> None:
     add_media_arguments(parser)
     parser.add_argument(
         "--format",
-        choices=FORMATS,
-        help="output format; default: from the --output suffix (.json, .jsonl, .csv), else table",
+        choices=(*FORMATS, *(fmt for fmt in SHARD_FORMATS if fmt not in FORMATS)),
+        help="output format; default: from the --output suffix (.json, .jsonl, .csv), else table; with "
+        "--ray: parquet (default) or jsonl shards",
     )
-    parser.add_argument("--output", "-o", metavar="FILE", help="write results here instead of stdout")
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="write results here instead of stdout (with --ray: a folder)"
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=8, help="images per model call (%(default)s)"
     )
@@ -65,6 +84,7 @@ def add_parser(subparsers) -> None:
         help=f"skip inputs already in --output and append the rest ({'/'.join(RESUMABLE_FORMATS)} only)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
+    add_ray_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -83,12 +103,30 @@ def _thresholds(args: argparse.Namespace):
     return None
 
 
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The PATH arguments, then the entries of each --manifest."""
+    from deepfake_detector.io.inputs import load_manifest
+
+    inputs = list(args.paths)
+    for manifest in args.manifest:
+        inputs += load_manifest(manifest)
+    if not inputs:
+        raise SystemExit("deepfake-detector predict: error: name at least one PATH, or a --manifest FILE")
+    return inputs
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepfake_detector.io.inputs import ScanStats, expand_inputs
     from deepfake_detector.results import VideoPrediction
 
+    check_ray_arguments(args)
+    named = _inputs(args)
+    if args.ray is not None:
+        from deepfake_detector.cli.distributed import run_ray
+
+        return run_ray(args, named, _thresholds(args))
     fmt = args.format or infer_format(args.output)
     done: set[str] = set()
     if args.resume and not args.output:
@@ -105,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     stats = ScanStats()
     inputs = (
         item
-        for item in expand_inputs(args.paths, recursive=args.recursive, stats=stats, videos=True)
+        for item in expand_inputs(named, recursive=args.recursive, stats=stats, videos=True)
         if (item if isinstance(item, str) else item.source) not in done
     )
     appending = bool(args.resume and done)
@@ -132,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             writer.close()
     if not args.quiet:
-        _print_summary(writer.count, failed, len(done), stats, args.output)
+        print_summary(writer.count, failed, len(done), stats, args.output)
     return 1 if failed else 0
 
 
@@ -153,7 +191,8 @@ def _write_timeline(args: argparse.Namespace, prediction, thresholds, used: set[
     return True
 
 
-def _print_summary(count: int, failed: int, resumed: int, stats, output: str | None) -> None:
+def print_summary(count: int, failed: int, resumed: int, stats, output: str | None) -> None:
+    """The run's last line on stderr: scored, failed, skipped as done, passed over, where the rows are."""
     parts = [f"scored {count - failed} of {count} inputs"]
     if failed:
         parts.append(f"{failed} failed (see their error rows)")

@@ -7,16 +7,22 @@ skipped silently and nothing aborts the rest of the run.
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from deepfake_detector.errors import ManifestError
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 _GLOB_CHARS = frozenset("*?[")
+MANIFEST_COLUMN = "path"
+URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,11 @@ def is_image_path(path: str) -> bool:
 
 def is_video_path(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES
+
+
+def is_uri(text: str) -> bool:
+    """True for ``scheme://...`` (an object store, or ``file://``); plain paths are not URIs."""
+    return bool(URI_SCHEME.match(text))
 
 
 def _scan_folder(
@@ -117,3 +128,57 @@ def expand_inputs(
                     yield from _scan_folder(match, recursive, stats, videos)
                 else:
                     yield match
+
+
+def load_manifest(path: str | os.PathLike, *, column: str = MANIFEST_COLUMN) -> list[str]:
+    """The inputs a manifest lists, in its order, for scoring jobs too large to name on a command line.
+
+    Args:
+        path: A ``.csv`` file or a ``.parquet`` file with a ``column`` column, or any other file as plain
+            text with one input per line (blank lines and lines starting with ``#`` are skipped). Each
+            input is what a command line could name: a file, folder, glob pattern or URI. Relative
+            paths are relative to the manifest's folder, as in the training manifests.
+        column: The column of a CSV or Parquet manifest that holds the inputs.
+
+    Raises:
+        ManifestError: The file can't be read, or a table has no such column (the message lists its
+            columns).
+    """
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix == ".parquet":
+            from deepfake_detector.optional import require
+
+            parquet = require("pyarrow.parquet", "ray")
+            names = parquet.read_schema(path).names
+            _check_manifest_column(path, column, names)
+            entries = parquet.read_table(path, columns=[column]).column(column).to_pylist()
+        elif suffix == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                _check_manifest_column(path, column, reader.fieldnames or [])
+                entries = [row[column] for row in reader]
+        else:
+            with open(path, encoding="utf-8") as handle:
+                entries = [line for line in (raw.strip() for raw in handle) if not line.startswith("#")]
+    except ManifestError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ManifestError(f"{path}: cannot read manifest ({error})") from None
+    except Exception as error:  # pyarrow's errors for a file that is not Parquet
+        raise ManifestError(f"{path}: cannot read manifest ({type(error).__name__}: {error})") from None
+    base = os.path.dirname(path)
+    return [
+        entry if is_uri(entry) or os.path.isabs(entry) else os.path.join(base, entry)
+        for entry in (str(value).strip() for value in entries if value is not None)
+        if entry
+    ]
+
+
+def _check_manifest_column(path: str, column: str, names: list[str]) -> None:
+    if column not in names:
+        raise ManifestError(
+            f"{path}: no {column!r} column; columns are: {', '.join(names) or '(none)'}. List the inputs "
+            f"in a {column!r} column, or use a text file with one input per line"
+        )

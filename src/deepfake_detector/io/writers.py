@@ -58,9 +58,7 @@ class ResultWriter:
         if self.format == "jsonl":
             self.stream.write(json.dumps(row) + "\n")
         elif self.format == "csv":
-            if self._summary:
-                row.update(prediction.summary())
-            self._csv.writerow([_csv_value(row[name]) for name in csv_columns(self._summary)])
+            self._csv.writerow([_csv_value(value) for value in flat_row(prediction, self._summary).values()])
         elif self.format == "json":
             self.stream.write(("," if self.count else "") + "\n  " + json.dumps(row))
         else:
@@ -77,6 +75,17 @@ class ResultWriter:
 def csv_columns(summary: bool = False) -> list[str]:
     """The CSV header: `Prediction`'s columns, plus the face and frame counts in face mode."""
     return Prediction.field_names() + (list(SUMMARY_FIELDS) if summary else [])
+
+
+def flat_row(prediction: Prediction | VideoPrediction, summary: bool = False) -> dict:
+    """One row of flat columns (`csv_columns`), typed: what CSV files and Parquet shards hold.
+
+    Face and frame details stay in JSON rows; ``summary`` (face mode) adds their counts instead.
+    """
+    row = prediction.to_dict()
+    if summary:
+        row.update(prediction.summary())
+    return {name: row[name] for name in csv_columns(summary)}
 
 
 def _table_row(prediction: Prediction | VideoPrediction) -> str:
