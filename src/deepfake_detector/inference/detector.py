@@ -182,7 +182,8 @@ class Detector:
         """Loads the bundled model (default), a local folder, a hub id, or an alias such as ``seed-v2``.
 
         Args:
-            name_or_path: Folder written by ``save_pretrained`` or a Hugging Face hub id.
+            name_or_path: A bundled model (``compact-v1``, the default), a folder written by
+                ``save_pretrained``, a Hugging Face hub id, or an alias (``seed-v2``).
             revision: Hub branch, tag or commit.
             device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
             thresholds: Decision thresholds; by default those stored in the checkpoint's config by
