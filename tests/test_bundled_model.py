@@ -12,6 +12,7 @@ from PIL import Image
 from deepfake_detector import Detector
 from deepfake_detector.cli.main import main
 from deepfake_detector.errors import CheckpointError
+from deepfake_detector.modeling import checkpoints
 from deepfake_detector.modeling.checkpoints import (
     BUNDLED_MODELS,
     DEFAULT_MODEL,
@@ -27,8 +28,12 @@ MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    # Any attempt to reach the hub fails at once instead of waiting on the network.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    """Any attempt to fetch from the hub fails the test: the bundled model must come from the package."""
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"tried to download {args[0]!r}; the bundled model needs no network")
+
+    monkeypatch.setattr(checkpoints, "_download", no_download)
 
 
 def test_the_default_model_is_bundled_complete_and_small():

@@ -70,7 +70,8 @@ class DetectorSpec:
     """
 
     model: str = field(
-        default=DEFAULT_MODEL, metadata={"help": "checkpoint folder, Hugging Face hub id, or alias (seed-v2)"}
+        default=DEFAULT_MODEL,
+        metadata={"help": "bundled model (the default), checkpoint folder, Hugging Face hub id, or alias"},
     )
     revision: str | None = field(default=None, metadata={"help": "hub branch, tag or commit to load"})
     device: str = field(

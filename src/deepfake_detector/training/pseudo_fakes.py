@@ -14,13 +14,12 @@ no maintained library makes these images.
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from deepfake_detector.training.augment import RandomSource
+from deepfake_detector.training.augment import RandomSource, gaussian_blur, jpeg_recompress
 
 _MASK_POINTS = 24  # vertices of the deformed ellipse
 
@@ -74,7 +73,7 @@ def alter_copy(image: Image.Image, rng: RandomSource) -> Image.Image:
         altered = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     choice = rng.random()
     if choice < 0.35:
-        altered = altered.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.5, 1.5)))
+        altered = gaussian_blur(altered, (0.5, 1.5), rng)
     elif choice < 0.7:
         altered = ImageEnhance.Sharpness(altered).enhance(rng.uniform(1.5, 3.0))
     # Misalignment: scale about the centre and translate by a few per cent.
@@ -88,11 +87,7 @@ def alter_copy(image: Image.Image, rng: RandomSource) -> Image.Image:
         (width, height), Image.Transform.AFFINE, (a, 0.0, c, 0.0, a, f), resample=Image.Resampling.BILINEAR
     )
     if rng.random() < 0.3:  # pasted pixels were often compressed on their own before the paste
-        buffer = io.BytesIO()
-        altered.save(buffer, "JPEG", quality=rng.randint(60, 95))
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            altered = decoded.convert("RGB")
+        altered = jpeg_recompress(altered, (60, 95), rng)
     return altered
 
 
