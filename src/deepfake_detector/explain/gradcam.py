@@ -57,6 +57,7 @@ def compute_fake_log_odds(logits: torch.Tensor, fake_ids: Sequence[int], real_id
 
 def compute_vit_gradcam_maps(
     model,
+    last_input_norm,
     pixel_values: torch.Tensor,
     grid: tuple[int, int],
     *,
@@ -66,7 +67,9 @@ def compute_vit_gradcam_maps(
     """Grad-CAM for the fake-vs-real log-odds on the patch tokens entering the last block.
 
     Args:
-        model: A ViT classifier (``model.vit.layers`` with ``layernorm_before``), in eval mode.
+        model: A ViT-style classifier, in eval mode.
+        last_input_norm: The last block's first layer norm (`heatmaps.VitBlocks.last_input_norm`): the
+            patch tokens are read at its output.
         pixel_values: (B, 3, H_in, W_in), as the checkpoint's image processor makes them.
         grid: (rows, cols) of patch tokens for this input size.
         fake_ids: Class indices of the fake role.
@@ -90,7 +93,7 @@ def compute_vit_gradcam_maps(
         logits = model(pixel_values=values).logits  # (B, C)
         return compute_fake_log_odds(logits, fake_ids, real_ids)  # (B,)
 
-    handle = model.vit.layers[-1].layernorm_before.register_forward_hook(through_grid)
+    handle = last_input_norm.register_forward_hook(through_grid)
     try:
         # Gradients must flow even when the weights are frozen (requires_grad=False).
         inputs = pixel_values.detach().clone().requires_grad_(True)

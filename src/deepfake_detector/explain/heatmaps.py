@@ -3,7 +3,8 @@
 Which methods apply depends on the architecture:
 
 - ViT checkpoints (``model.vit.layers`` in transformers 5.x, a class token ahead of the patch tokens),
-  such as the seed model: attention rollout and Grad-CAM on the patch tokens. "auto" means rollout.
+  such as the seed model, and the project's CLIP detector (``model.vision_model.encoder.layers``):
+  attention rollout and Grad-CAM on the patch tokens. "auto" means rollout.
 - Convolutional checkpoints whose backbone has ``encoder.stages`` (ResNet, ConvNeXt, ConvNeXtV2,
   RegNet): Grad-CAM on the last stage's (B, C, h, w) output. They have no attention, so no rollout.
   "auto" means Grad-CAM.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -29,17 +31,44 @@ from deepfake_detector.modeling.labels import LabelRoles
 
 METHODS = ("auto", "rollout", "gradcam")
 SUPPORTED = (
-    "ViT checkpoints (ViTForImageClassification, like the seed model: rollout or gradcam) and "
+    "ViT checkpoints (ViTForImageClassification, like the seed model, and the CLIP detector: rollout or "
+    "gradcam) and "
     "convolutional checkpoints with encoder stages (ResNet, ConvNeXt, ConvNeXtV2, RegNet: gradcam)"
 )
 
 
-def find_vit_layers(model):
-    """The blocks of a ViT classifier (``model.vit.layers``), or None when ``model`` is not one."""
+@dataclass(frozen=True)
+class VitBlocks:
+    """The transformer blocks of a ViT-style classifier: a class token ahead of the patch tokens.
+
+    Attributes:
+        layers: The blocks, first to last.
+        input_norm: Attribute name of each block's first layer norm (its output is the block's normalised
+            input, where Grad-CAM reads the patch tokens).
+        patch_size: Side of a patch in input pixels.
+    """
+
+    layers: Sequence
+    input_norm: str
+    patch_size: int
+
+    @property
+    def last_input_norm(self):
+        return getattr(self.layers[-1], self.input_norm)
+
+
+def find_vit_blocks(model) -> VitBlocks | None:
+    """The blocks of a ViT classifier (``model.vit.layers``) or of the project's CLIP detector
+    (``model.vision_model.encoder.layers``); None when ``model`` is neither."""
     layers = getattr(getattr(model, "vit", None), "layers", None)
-    if not layers or not hasattr(layers[-1], "layernorm_before") or not hasattr(model.config, "patch_size"):
-        return None
-    return layers
+    if layers and hasattr(layers[-1], "layernorm_before") and hasattr(model.config, "patch_size"):
+        return VitBlocks(layers, "layernorm_before", model.config.patch_size)
+    encoder = getattr(getattr(model, "vision_model", None), "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    vision_config = getattr(model.config, "vision_config", None)
+    if layers and hasattr(layers[-1], "layer_norm1") and hasattr(vision_config, "patch_size"):
+        return VitBlocks(layers, "layer_norm1", vision_config.patch_size)
+    return None
 
 
 def find_last_conv_stage(model):
@@ -71,7 +100,7 @@ def resolve_method(model, method: str) -> str:
             "explain needs the checkpoint's PyTorch weights, and this detector runs an ONNX export; "
             "load the save_pretrained folder the export was made from (engine 'torch') to explain"
         )
-    if find_vit_layers(model) is not None:
+    if find_vit_blocks(model) is not None:
         return "rollout" if method == "auto" else method
     if find_last_conv_stage(model) is not None:
         if method == "rollout":
@@ -113,7 +142,7 @@ def build_explainer_model(model):
     # Only a ViT is switched, for rollout: a convolutional model has no attention to switch, and asking
     # transformers to set one there does nothing at best, and warns for models without an attention
     # interface at worst.
-    if find_vit_layers(explainer) is not None:
+    if find_vit_blocks(explainer) is not None:
         explainer.set_attn_implementation("eager")
     return explainer.float().eval()
 
@@ -139,14 +168,15 @@ def compute_token_map(model, processor, image: Image.Image, *, method: str, role
     device = next(model.parameters()).device
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"]  # (1, 3, H_in, W_in)
     pixel_values = pixel_values.to(device=device, dtype=torch.float32)
-    if find_vit_layers(model) is None:  # a convolutional model: resolve_method allows only Grad-CAM
+    blocks = find_vit_blocks(model)
+    if blocks is None:  # a convolutional model: resolve_method allows only Grad-CAM
         from deepfake_detector.explain.gradcam import compute_conv_gradcam_maps
 
         maps = compute_conv_gradcam_maps(
             model, find_last_conv_stage(model), pixel_values, fake_ids=roles.fake_ids, real_ids=roles.real_ids
         )  # (1, h, w)
         return compute_normalized(maps[0].float().cpu().numpy())
-    patch = model.config.patch_size
+    patch = blocks.patch_size
     grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
     if method == "rollout":
         from deepfake_detector.explain.rollout import compute_rollout_maps
@@ -156,7 +186,12 @@ def compute_token_map(model, processor, image: Image.Image, *, method: str, role
         from deepfake_detector.explain.gradcam import compute_vit_gradcam_maps
 
         maps = compute_vit_gradcam_maps(
-            model, pixel_values, grid, fake_ids=roles.fake_ids, real_ids=roles.real_ids
+            model,
+            blocks.last_input_norm,
+            pixel_values,
+            grid,
+            fake_ids=roles.fake_ids,
+            real_ids=roles.real_ids,
         )  # (1, rows, cols)
     return compute_normalized(maps[0].float().cpu().numpy())
 

@@ -6,10 +6,12 @@ Deepfakes with Self-Blended Images", CVPR 2022) has exactly those artefacts and 
 same pose, same background. A detector that must tell it from its real source learns the seam instead
 of the identities and generators of one dataset, which is what carries over to manipulations it never saw.
 
-The paper cuts its blend region from 81 facial landmarks; dlib's landmark model is a separate download
-and our training images are face-centred crops (the dataset's own, or ``faces.enabled``'s), so the region
-here is a randomly deformed ellipse over the centre of the face. Written with NumPy and Pillow because
-no maintained library makes these images.
+The paper cuts its blend region from facial landmarks: `render_landmark_mask` does that with the convex
+hull of dlib's 68 landmarks (`find_face_landmarks`; the model ships in the ``face_recognition_models``
+package, trained on iBUG 300-W, whose terms exclude commercial use, so it is used at training time only
+and never ships). Where no face or landmark model is found, `render_blend_mask` gives a randomly deformed
+ellipse over the centre of the face-centred crop. Written with NumPy and Pillow because no maintained
+library makes these images.
 """
 
 from __future__ import annotations
@@ -59,6 +61,71 @@ def render_blend_mask(
     return np.asarray(mask, dtype=np.float32) / 255.0  # (H, W)
 
 
+def find_face_landmarks(image: Image.Image, models: tuple | None = None) -> np.ndarray | None:
+    """dlib's 68 landmarks (x, y) of the largest face, or None when no face is found.
+
+    Args:
+        image: An RGB image.
+        models: ``(face_detector, shape_predictor)`` from `load_landmark_models` (loaded once by the
+            caller; loading takes about a second).
+
+    Returns:
+        (68, 2) float32 pixel coordinates, or None.
+    """
+    detector, predictor = models or load_landmark_models()
+    pixels = np.asarray(image.convert("RGB"))  # (H, W, 3)
+    faces = detector(pixels, 0) or detector(pixels, 1)  # upsample once for small faces
+    if not faces:
+        return None
+    face = max(faces, key=lambda box: box.width() * box.height())
+    shape = predictor(pixels, face)
+    return np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], dtype=np.float32)
+
+
+def load_landmark_models() -> tuple:
+    """dlib's HOG face detector and its 68-point shape predictor (from ``face_recognition_models``).
+
+    Raises:
+        MissingExtraError: dlib or ``face_recognition_models`` is not installed (extra ``faces-cnn``).
+    """
+    from deepfake_detector.optional import require
+
+    dlib = require("dlib", "faces")
+    models = require("face_recognition_models", "faces-cnn")
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(models.pose_predictor_model_location())
+
+
+def render_landmark_mask(size: tuple[int, int], landmarks: np.ndarray, rng: RandomSource) -> np.ndarray:
+    """The SBI paper's blend region: the convex hull of the face's landmarks, randomly deformed.
+
+    The hull is scaled about its centre (0.85-1.1, so the seam falls inside or just outside the face
+    outline) and feathered by a random width, as the paper's mask deformation does.
+
+    Args:
+        size: ``(width, height)`` of the image.
+        landmarks: (N, 2) pixel coordinates (`find_face_landmarks`).
+        rng: Source of randomness.
+
+    Returns:
+        ``(H, W)`` float32 weights in [0, 1].
+    """
+    from scipy.spatial import ConvexHull
+
+    width, height = size
+    hull = landmarks[ConvexHull(landmarks).vertices]  # (K, 2), in order around the face
+    centre = hull.mean(axis=0)
+    scale_x, scale_y = rng.uniform(0.85, 1.1), rng.uniform(0.85, 1.1)
+    points = [
+        (float(centre[0] + scale_x * (x - centre[0])), float(centre[1] + scale_y * (y - centre[1])))
+        for x, y in hull
+    ]
+    mask = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(mask).polygon(points, fill=255)
+    feather = max(1.0, min(width, height) * rng.uniform(0.01, 0.06))
+    mask = mask.filter(ImageFilter.GaussianBlur(radius=feather))
+    return np.asarray(mask, dtype=np.float32) / 255.0  # (H, W)
+
+
 def alter_copy(image: Image.Image, rng: RandomSource) -> Image.Image:
     """The source of the blended pixels: the same image, slightly shifted, scaled, recoloured and blurred
     or sharpened, as a pasted face differs from the one it covers."""
@@ -91,18 +158,25 @@ def alter_copy(image: Image.Image, rng: RandomSource) -> Image.Image:
     return altered
 
 
-def make_self_blended(image: Image.Image, rng: RandomSource) -> Image.Image:
+def make_self_blended(
+    image: Image.Image, rng: RandomSource, landmarks: np.ndarray | None = None
+) -> Image.Image:
     """Blends an altered copy of a real face into the face itself; the result is a (pseudo-)fake.
 
     Args:
         image: A face-centred RGB image of a real face.
         rng: Source of randomness.
+        landmarks: The face's (N, 2) landmarks (`find_face_landmarks`): the blend region is their
+            deformed hull; None: a deformed ellipse over the middle of the crop.
 
     Returns:
         An RGB image of the same size.
     """
     image = image.convert("RGB")
-    mask = render_blend_mask(image.size, rng)  # (H, W)
+    if landmarks is None:
+        mask = render_blend_mask(image.size, rng)  # (H, W)
+    else:
+        mask = render_landmark_mask(image.size, landmarks, rng)  # (H, W)
     # Partial blends leave a fainter seam; the paper draws the ratio from {0.25, 0.5, 0.75, 1, 1, 1}.
     mask *= rng.uniform(0.4, 1.0) if rng.random() < 0.5 else 1.0
     original = np.asarray(image, dtype=np.float32)  # (H, W, 3)

