@@ -294,7 +294,7 @@ def test_video_is_scored_into_a_timeline_like_the_library(server, detector, face
     response = httpx.post(
         f"{server}/v1/predict/video",
         files={"video": ("clip.mp4", face_video.read_bytes(), "video/mp4")},
-        data={"num_frames": "4"},
+        data={"num_frames": "4", "faces": "true"},
         timeout=120,
     )
     assert response.status_code == 200, response.text

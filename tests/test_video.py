@@ -147,7 +147,7 @@ def detector(seed_checkpoint) -> Detector:
 def test_faces_are_found_scored_and_aggregated_per_frame(tmp_path, detector):
     frames, truth = _face_frames(20, with_face=lambda i: i % 4 != 3)  # every 4th frame has no face
     path = write_video(tmp_path / "talk.mp4", frames, fps=10)
-    prediction = detector.predict_video(path, sampling=FrameSampling(num_frames=20))
+    prediction = detector.predict_video(path, faces=True, sampling=FrameSampling(num_frames=20))
     assert prediction.ok and len(prediction.frames) == 20
     missing = [f for f in prediction.frames if f.no_face]
     assert [f.index for f in missing] == [3, 7, 11, 15, 19]
@@ -161,7 +161,10 @@ def test_faces_are_found_scored_and_aggregated_per_frame(tmp_path, detector):
     assert prediction.fake_score == pytest.approx(np.mean(with_face))
     assert prediction.aggregation == {"strategy": "mean", "num_frames": 20, "face_strategy": "max"}
     top = detector.predict_video(
-        path, sampling=FrameSampling(num_frames=6), aggregation=FrameAggregation("top_k_mean", k=3)
+        path,
+        faces=True,
+        sampling=FrameSampling(num_frames=6),
+        aggregation=FrameAggregation("top_k_mean", k=3),
     )
     top_scores = sorted(f.fake_score for f in top.frames if not f.no_face)
     assert len(top_scores) > 3 and top.fake_score == pytest.approx(np.mean(top_scores[-3:]))
@@ -174,7 +177,7 @@ def test_a_video_without_faces_is_scored_on_whole_frames(tmp_path, detector):
     path = write_video(
         tmp_path / "scenery.webm", [background(160, 120, seed=s) for s in range(10)], codec="libvpx"
     )
-    prediction = detector.predict_video(path, sampling=FrameSampling(num_frames=5))
+    prediction = detector.predict_video(path, faces=True, sampling=FrameSampling(num_frames=5))
     assert prediction.ok and prediction.no_face is True and prediction.no_face_frames == 5
     assert prediction.fake_score == pytest.approx(np.mean([f.fake_score for f in prediction.frames]))
     whole = detector.predict_video(path, faces=False, sampling=FrameSampling(num_frames=5))
@@ -292,5 +295,5 @@ def test_evaluate_on_labelled_videos_reports_video_level_metrics(tmp_path, detec
     rows = list(csv.DictReader((tmp_path / "report" / "predictions.csv").read_text().splitlines()))
     assert [row["path"].rsplit("/", 1)[-1] for row in rows] == [f"clip{i}.mkv" for i in range(4)]
     for index in (0, 1):  # one without a face, one with: the same score as predict_video gives
-        expected = detector.predict_video(tmp_path / f"clip{index}.mkv").fake_score
+        expected = detector.predict_video(tmp_path / f"clip{index}.mkv", faces=True).fake_score
         assert float(rows[index]["fake_score"]) == pytest.approx(expected)

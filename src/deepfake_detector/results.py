@@ -36,6 +36,11 @@ class Prediction:
     error: str | None = None
     faces: tuple[FaceScore, ...] | None = None
 
+    @classmethod
+    def failed(cls, source: str | int, error: Exception | str, *, model: str, revision: str | None = None):
+        """The error row of an input that could not be scored."""
+        return cls(source, None, None, None, model, revision, error=str(error))
+
     @property
     def ok(self) -> bool:
         return self.error is None
@@ -102,6 +107,19 @@ class Explanation:
     revision: str | None = None
     error: str | None = None
     faces: tuple[FaceScore, ...] | None = None
+
+    @classmethod
+    def failed(
+        cls,
+        source: str | int,
+        method: str,
+        error: Exception | str,
+        *,
+        model: str,
+        revision: str | None = None,
+    ) -> Explanation:
+        """The error record of an input that could not be explained."""
+        return cls(source, method, None, None, None, None, None, model, revision, error=str(error))
 
     @property
     def ok(self) -> bool:
@@ -243,6 +261,19 @@ class VideoPrediction:
     stopped_at_s: float | None = None
     decode_problem: str | None = None
     error: str | None = None
+
+    @classmethod
+    def failed(
+        cls,
+        source: str | int,
+        error: Exception | str,
+        *,
+        model: str,
+        revision: str | None = None,
+        aggregation: dict | None = None,
+    ) -> VideoPrediction:
+        """The error row of a video that could not be scored."""
+        return cls(source, None, None, model, revision, aggregation=aggregation, error=str(error))
 
     @property
     def ok(self) -> bool:

@@ -106,3 +106,38 @@ def compute_verdict(fake_score: float, thresholds: Thresholds) -> str:
     if fake_score < thresholds.real:
         return "real"
     return "uncertain"
+
+
+@dataclass(frozen=True)
+class Score:
+    """What one row of logits means: the checkpoint's top label, the fake score and the verdict."""
+
+    label: str
+    fake_score: float
+    verdict: str
+
+
+def compute_scores(
+    logits: np.ndarray, *, id2label: Mapping[int, str], fake_ids: tuple[int, ...], calibration: Calibration
+) -> list[Score]:
+    """The one rule that turns logits into label, fake score and verdict, for every engine and mode.
+
+    Args:
+        logits: Raw model outputs, shape (B, C).
+        id2label: The checkpoint's class names.
+        fake_ids: Class indices of the fake role (`LabelRoles.fake_ids`).
+        calibration: Temperature and thresholds.
+
+    Returns:
+        One `Score` per row.
+    """
+    probabilities = compute_probabilities(logits, calibration.temperature)  # (B, C)
+    fake_scores = compute_fake_scores(probabilities, fake_ids)  # (B,)
+    return [
+        Score(
+            label=id2label[int(np.argmax(probs))],
+            fake_score=float(fake_score),
+            verdict=compute_verdict(float(fake_score), calibration.thresholds),
+        )
+        for probs, fake_score in zip(probabilities, fake_scores, strict=True)
+    ]

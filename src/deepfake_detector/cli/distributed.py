@@ -107,15 +107,15 @@ def run_ray(args: argparse.Namespace, inputs: list[str], thresholds) -> int:
     """Scores ``inputs`` with `score_with_ray` as the flags say; prints predict's summary line."""
     from tqdm import tqdm
 
-    from deepfake_detector.cli.common import detector_spec, load_detector
+    from deepfake_detector.cli.common import detector_spec
+    from deepfake_detector.cli.main import quiet_libraries
     from deepfake_detector.cli.media import media_options
     from deepfake_detector.inference.distributed import RayScoringConfig, score_with_ray
     from deepfake_detector.io.inputs import ScanStats
 
+    quiet_libraries()
     spec = detector_spec(args, thresholds)
-    # Loaded here as local predict loads it: the same errors before any actor starts, and the
-    # checkpoint's face settings under the face flags.
-    options = media_options(args, load_detector(args, thresholds).face_options)
+    options = media_options(args)  # as given: every actor merges them over the checkpoint's settings
     config = RayScoringConfig(
         address=args.ray or None,
         num_actors=args.ray_actors,
@@ -138,8 +138,7 @@ def run_ray(args: argparse.Namespace, inputs: list[str], thresholds) -> int:
             recursive=args.recursive,
             stats=stats,
             on_rows=progress.update,
-            preflight=False,
-            **options,
+            **options,  # preflight: the same loading errors as local predict, before any actor starts
         )
     if not args.quiet:
         from deepfake_detector.cli.predict import print_summary

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from deepfake_detector.cli.common import add_image_arguments, add_model_arguments, load_detector, positive_int
-from deepfake_detector.cli.media import add_face_arguments, face_options
+from deepfake_detector.cli.media import add_face_arguments, face_overrides
 
 DEFAULT_PERTURBATIONS_HELP = "jpeg:90,70,50,30 blur:1,2 downscale:0.5,0.25"
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, *, split: str) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, *, split: str | None) -> None:
     """The flags that say which labelled images to read (shared with ``calibrate``)."""
     group = parser.add_argument_group("data")
     group.add_argument(
@@ -23,7 +24,14 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split: str) -> None:
     group.add_argument(
         "--split",
         default=split,
-        help="which split to use: train, val, test, or 'all' (default: %(default)s)",
+        help="which split to use: train, val, test, or 'all' ("
+        + (
+            f"default: {split}"
+            if split is not None
+            else "default: test when the data has splits of its own, else every row; a split named for "
+            "data without one is computed here, with --val-fraction/--test-fraction, and the report says so"
+        )
+        + ")",
     )
     group.add_argument("--path-column", default="path", help="column with the image path (%(default)s)")
     group.add_argument("--label-column", default="label", help="column with the class name (%(default)s)")
@@ -40,6 +48,21 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split: str) -> None:
         help="share of images in 'test' when the data has no split of its own (%(default)s)",
     )
     group.add_argument("--split-seed", type=int, default=0, help="seed of the computed split (%(default)s)")
+
+
+def select_items(args: argparse.Namespace):
+    """The `SplitSelection` evaluate reports on, as the data flags describe it."""
+    from deepfake_detector.data.labelled import select_evaluation_split
+
+    return select_evaluation_split(
+        args.data,
+        split=args.split,
+        path_column=args.path_column,
+        label_column=args.label_column,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.split_seed,
+    )
 
 
 def load_items(args: argparse.Namespace):
@@ -67,7 +90,7 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(parser)
     add_image_arguments(parser)
-    add_data_arguments(parser, split="test")
+    add_data_arguments(parser, split=None)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report (created)")
     parser.add_argument(
         "--perturb",
@@ -107,27 +130,30 @@ def run(args: argparse.Namespace) -> int:
         perturbations = parse_perturbations(args.perturb)
     except ValueError as error:
         raise SystemExit(f"deepfake-detector evaluate: error: {error}") from None
-    items = load_items(args)
+    selection = select_items(args)
+    if selection.note:  # loudly, before minutes of scoring: the report is not on what one may assume
+        print(f"deepfake-detector evaluate: note: {selection.note}", file=sys.stderr)
     detector = load_detector(args)
-    faces = face_options(args, detector.face_options)  # the flags, else as the model was trained
+    faces = face_overrides(args)  # the flags as given; the detector merges them over the checkpoint's
     report = evaluate(
         detector,
-        items,
+        selection.images,
         args.out,
         perturbations=perturbations,
         batch_size=args.batch_size,
         n_resamples=args.bootstrap,
         seed=args.seed,
         data=args.data,
-        split=args.split,
+        split=selection.split,
         progress=not args.quiet,
-        faces=faces or False,
+        faces=faces,
+        split_note=selection.note,
     )
     if not args.quiet:
-        if faces:
+        if (options := detector.resolve_faces(faces)) is not None:
             print(
-                f"face crops: {faces.detector}, margin {faces.margin_ratio:g}, faces combined by "
-                f"{faces.aggregation.strategy}"
+                f"face crops: {options.detector}, margin {options.margin_ratio:g}, faces combined by "
+                f"{options.aggregation.strategy}"
             )
         metrics = report.overall
         print(report.classification_report.rstrip("\n"))

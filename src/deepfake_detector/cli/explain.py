@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from deepfake_detector.cli.common import add_image_arguments, add_model_arguments, load_detector
-from deepfake_detector.cli.media import add_face_arguments, face_options
+from deepfake_detector.cli.media import add_face_arguments, face_overrides
 from deepfake_detector.explain.heatmaps import METHODS
 
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out!r}: cannot create the folder ({error.strerror or error})"
         ) from None
     detector = load_detector(args)
-    faces = face_options(args, detector.face_options) or False  # the flags, else as the model was trained
+    faces = face_overrides(args)  # the flags as given; the detector merges them over the checkpoint's
     if args.format == "table":
         sys.stdout.write(f"{'verdict':<10} {'fake_score':>10}  {'peak_xy':<11} source -> overlay\n")
     used: set[str] = set()

@@ -40,8 +40,9 @@ def add_face_arguments(
 ) -> None:
     """--faces/--no-faces, --face-detector, --face-margin and --face-strategy.
 
-    Their defaults are None, so that `face_options` can tell a flag given from one left out: a flag
-    given wins, a flag left out follows the checkpoint's face settings, then the library's defaults.
+    Their defaults are None, so that `face_overrides` can tell a flag given from one left out: the
+    library (`resolve_face_options`) lets a flag given win, and fills the rest from the checkpoint's
+    face settings, then its own defaults.
     """
     faces = parser.add_argument_group("faces")
     faces.add_argument(
@@ -68,28 +69,20 @@ def add_face_arguments(
     faces.add_argument(
         "--face-strategy",
         choices=FACE_STRATEGIES,
-        default="max",
         help="how the faces of one image or frame combine: max (most-fake face, default), mean, largest",
     )
 
 
-def face_options(args: argparse.Namespace, default=None):
-    """The `FaceOptions` the flags ask for, over the checkpoint's own (``default``); None: no face mode.
+def face_overrides(args: argparse.Namespace):
+    """The `FaceOverrides` the face flags describe: only what was given, for the library to merge over
+    the checkpoint's face settings."""
+    from deepfake_detector.faces.crops import FaceOverrides
 
-    Face mode is on with ``--faces``, off with ``--no-faces``, else as the checkpoint says. A face flag
-    given (detector, margin) replaces the checkpoint's value; one left out keeps it.
-    """
-    from deepfake_detector.aggregation import FaceAggregation
-    from deepfake_detector.inference.faces import FaceOptions
-
-    if args.faces is False or (args.faces is None and default is None):
-        return None
-    base = default or FaceOptions()
-    return FaceOptions(
-        detector=args.face_detector or base.detector,
-        margin_ratio=args.face_margin if args.face_margin is not None else base.margin_ratio,
-        aggregation=FaceAggregation(args.face_strategy),
-        detector_options=base.detector_options if args.face_detector in (None, base.detector) else {},
+    return FaceOverrides(
+        enabled=args.faces,
+        detector=args.face_detector,
+        margin_ratio=args.face_margin,
+        strategy=args.face_strategy,
     )
 
 
@@ -130,14 +123,13 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def media_options(args: argparse.Namespace, default_faces=None) -> dict:
-    """The keyword arguments of `Detector.iter_predict_media` that the flags describe, given the
-    checkpoint's face settings (``default_faces``, `Detector.face_options`)."""
+def media_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `Detector.iter_predict_media` that the flags describe, as given."""
     from deepfake_detector.aggregation import FrameAggregation
     from deepfake_detector.video.decode import FrameSampling
 
     return {
-        "faces": face_options(args, default_faces) or False,
+        "faces": face_overrides(args),
         "sampling": FrameSampling(num_frames=args.frames, every_s=args.every),
         "aggregation": FrameAggregation(strategy=args.video_strategy, k=args.top_k),
     }

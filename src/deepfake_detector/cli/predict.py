@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not args.output:
         raise SystemExit("deepfake-detector predict: error: --resume needs --output FILE to resume from")
     detector = load_detector(args, thresholds=_thresholds(args))
-    options = media_options(args, detector.face_options)  # face mode: the flags, else the checkpoint's
-    summary = bool(options["faces"])
+    options = media_options(args)  # the flags as given; the detector merges them over the checkpoint's
+    summary = detector.resolve_faces(options["faces"]) is not None
     if args.resume:
         try:
             done = load_done_sources(args.output, fmt, summary=summary)

@@ -107,15 +107,91 @@ def load_labelled_images(
         DataError: The data is missing, a column is not there, a label names neither role, a class has
             no images, or a split value or fraction is invalid.
     """
-    _check_fractions(val_fraction, test_fraction)
     wanted = None if split is None else _normalise_split(split, where="split argument")
+    images, where, own = _read_complete(data, path_column, label_column, val_fraction, test_fraction, seed)
+    if wanted is None:
+        return images
+    return _select(images, where, wanted, own)
+
+
+@dataclass(frozen=True)
+class SplitSelection:
+    """The images an evaluation reports on, which split they are, and what the report must say about it.
+
+    Attributes:
+        images: The selected records.
+        split: The split reported: "train", "val", "test" or "all".
+        note: Set when the choice is not the obvious one, for the report and the console: every row
+            evaluated because the data has no split of its own, or a split computed here.
+    """
+
+    images: list[LabelledImage]
+    split: str
+    note: str | None = None
+
+
+def select_evaluation_split(
+    data: str | os.PathLike,
+    *,
+    split: str | None = None,
+    default: str = "test",
+    path_column: str = "path",
+    label_column: str = "label",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> SplitSelection:
+    """The images to report on, decided once for ``evaluate``.
+
+    Data with a split of its own (a split column, split folders, dataset splits) gives ``split``, or
+    ``default`` when None. Data without one gives every row when ``split`` is None (a user who hands
+    over 200 labelled images is told about 200, not a computed 10%), and the computed split (as
+    `load_labelled_images`) only when ``split`` names it, with a note that says so. ``"all"`` is every
+    row. Other arguments as for `load_labelled_images`.
+
+    Raises:
+        DataError: As `load_labelled_images`.
+    """
+    images, where, own = _read_complete(data, path_column, label_column, val_fraction, test_fraction, seed)
+    wanted = None if split in (None, "all") else _normalise_split(split, where="split argument")
+    if split == "all":
+        return SplitSelection(images, "all")
+    if own:
+        chosen = wanted or _normalise_split(default, where="default split")
+        return SplitSelection(_select(images, where, chosen, own), chosen)
+    if wanted is None:
+        return SplitSelection(
+            images,
+            "all",
+            f"{where} has no split of its own (no split column or split folders) and no split was asked "
+            f"for, so all {len(images)} images are evaluated; name one (--split test) to report on a "
+            "split computed here instead",
+        )
+    selected = _select(images, where, wanted, own)
+    fraction = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    return SplitSelection(
+        selected,
+        wanted,
+        f"{where} has no split of its own: the {wanted!r} split was computed here ({fraction[wanted]:g} of "
+        f"the images, seed {seed}): {len(selected)} of {len(images)} images are evaluated; leave out "
+        "--split (or pass --split all) to evaluate every row",
+    )
+
+
+def _read_complete(
+    data, path_column: str, label_column: str, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[list[LabelledImage], str, bool]:
+    """Every record with its split filled in, where the data was, and whether it had splits of its own."""
+    _check_fractions(val_fraction, test_fraction)
     images, where = _read(data, path_column, label_column)
     if not images:
         raise DataError(f"{where}: no labelled images found")
     _check_both_roles(images, where)
-    images = _complete_splits(images, where, val_fraction, test_fraction, seed)
-    if wanted is None:
-        return images
+    own = _has_own_splits(images)
+    return _complete_splits(images, where, val_fraction, test_fraction, seed), where, own
+
+
+def _select(images: list[LabelledImage], where: str, wanted: str, own: bool) -> list[LabelledImage]:
     selected = [image for image in images if image.split == wanted]
     if not selected:
         counts = Counter(image.split for image in images)
@@ -123,7 +199,7 @@ def load_labelled_images(
             f"{where}: the {wanted!r} split is empty (splits: {_format_counts(counts)}); "
             + (
                 "the data's own split column has no such rows"
-                if _has_own_splits(images)
+                if own
                 else f"raise {'val_fraction' if wanted == 'val' else 'test_fraction'} (--{wanted}-fraction)"
             )
         )

@@ -19,27 +19,21 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector.errors import DetectorError, ImageLoadError
+from deepfake_detector.aggregation import FaceAggregation
+from deepfake_detector.errors import DetectorError
 from deepfake_detector.evaluation.metrics import (
     compute_ece,
     compute_false_negative_rate,
     compute_false_positive_rate,
 )
-from deepfake_detector.io.images import load_image
+from deepfake_detector.faces.crops import FaceChoice
 from deepfake_detector.optional import require
-from deepfake_detector.scoring import (
-    CONFIG_KEY,
-    Calibration,
-    Thresholds,
-    compute_fake_scores,
-    compute_probabilities,
-)
+from deepfake_detector.scoring import CONFIG_KEY, Calibration, Thresholds
 
 # Search range of the temperature. Below 0.05 scores saturate to 0/1 in float64 for typical logits;
 # above 20 every score is ~0.5. An optimum on a bound is reported as such (see `CalibrationResult`).
@@ -50,37 +44,88 @@ class CalibrationError(DetectorError):
     """Calibration can't be fitted or stored as asked; the message says what to change."""
 
 
+def compute_role_log_probs(
+    logits: np.ndarray,
+    fake_ids: Sequence[int],
+    temperature: float,
+    *,
+    counts: Sequence[int] | None = None,
+    areas: Sequence[float] | None = None,
+    strategy: str = "max",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities of the fake and the real role of each image under ``softmax(logits / T)``.
+
+    In face mode an image has one row of logits per face crop, and its fake score is its faces'
+    scores combined (`deepfake_detector.aggregation.FaceAggregation`); the combination is done here in
+    log space, where it stays exact and finite: the most-fake face's fake probability is the largest,
+    and its real probability the smallest; a mean is a log-mean-exp.
+
+    Args:
+        logits: Raw model outputs, shape (M, C): one row per image, or per crop with ``counts``.
+        fake_ids: Class indices whose probabilities add up to the fake score.
+        temperature: T > 0.
+        counts: Rows of each image, in order (sum M); None: one row each.
+        areas: Face box area of each row, for ``strategy="largest"``.
+        strategy: How the faces of one image combine: "max", "mean" or "largest".
+
+    Returns:
+        (log P(fake), log P(real)), each of shape (N,), one per image.
+    """
+    special = require("scipy.special", "eval")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature  # (M, C)
+    fake_mask = np.zeros(scaled.shape[1], dtype=bool)
+    fake_mask[list(fake_ids)] = True
+    total = special.logsumexp(scaled, axis=1)  # (M,)
+    log_fake = special.logsumexp(scaled[:, fake_mask], axis=1) - total  # (M,)
+    log_real = special.logsumexp(scaled[:, ~fake_mask], axis=1) - total  # (M,)
+    if counts is None or all(count == 1 for count in counts):
+        return log_fake, log_real
+    counts = np.asarray(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # first row of each image
+    if strategy == "max":  # 1 - max(p_fake) = min(p_real)
+        return np.maximum.reduceat(log_fake, starts), np.minimum.reduceat(log_real, starts)
+    if strategy == "mean":
+        return (
+            np.logaddexp.reduceat(log_fake, starts) - np.log(counts),
+            np.logaddexp.reduceat(log_real, starts) - np.log(counts),
+        )
+    if strategy == "largest":
+        sizes = np.asarray(areas, dtype=np.float64)
+        rows = [
+            start + int(np.argmax(sizes[start : start + count]))
+            for start, count in zip(starts, counts, strict=True)
+        ]
+        return log_fake[rows], log_real[rows]
+    raise ValueError(f"unknown face strategy {strategy!r}")
+
+
 def compute_role_nll(
-    logits: np.ndarray, is_fake: np.ndarray, fake_ids: Sequence[int], temperature: float
+    logits: np.ndarray, is_fake: np.ndarray, fake_ids: Sequence[int], temperature: float, **faces
 ) -> float:
     """Mean negative log-likelihood of the true role (real or fake) under ``softmax(logits / T)``.
 
     Args:
-        logits: Raw model outputs, shape (N, C).
+        logits: Raw model outputs, shape (N, C) (or one row per face crop, with ``faces``).
         is_fake: True where the image is fake, shape (N,).
         fake_ids: Class indices whose probabilities add up to the fake score.
         temperature: T > 0.
+        **faces: ``counts``, ``areas`` and ``strategy`` of `compute_role_log_probs`, in face mode.
 
     Returns:
         The NLL in nats per image.
     """
-    special = require("scipy.special", "eval")
-    scaled = np.asarray(logits, dtype=np.float64) / temperature  # (N, C)
-    fake_mask = np.zeros(scaled.shape[1], dtype=bool)
-    fake_mask[list(fake_ids)] = True
-    total = special.logsumexp(scaled, axis=1)  # (N,)
-    log_fake = special.logsumexp(scaled[:, fake_mask], axis=1) - total
-    log_real = special.logsumexp(scaled[:, ~fake_mask], axis=1) - total
+    log_fake, log_real = compute_role_log_probs(logits, fake_ids, temperature, **faces)
     return float(-np.mean(np.where(np.asarray(is_fake, dtype=bool), log_fake, log_real)))
 
 
-def compute_temperature(logits: np.ndarray, is_fake: np.ndarray, fake_ids: Sequence[int]) -> float:
+def compute_temperature(logits: np.ndarray, is_fake: np.ndarray, fake_ids: Sequence[int], **faces) -> float:
     """The temperature that minimises `compute_role_nll` within `TEMPERATURE_BOUNDS`.
 
     Args:
-        logits: Raw model outputs on held-out images, shape (N, C).
+        logits: Raw model outputs on held-out images, shape (N, C) (or per face crop, with ``faces``).
         is_fake: True where the image is fake, shape (N,).
         fake_ids: Class indices of the fake role.
+        **faces: As for `compute_role_nll`.
 
     Returns:
         T; 1.0 leaves the model's probabilities as they are.
@@ -89,7 +134,7 @@ def compute_temperature(logits: np.ndarray, is_fake: np.ndarray, fake_ids: Seque
     low, high = np.log(TEMPERATURE_BOUNDS)
     # Searching log T makes the problem scale-free: halving and doubling T are equally far from 1.
     found = optimize.minimize_scalar(
-        lambda log_t: compute_role_nll(logits, is_fake, fake_ids, float(np.exp(log_t))),
+        lambda log_t: compute_role_nll(logits, is_fake, fake_ids, float(np.exp(log_t)), **faces),
         bounds=(low, high),
         method="bounded",
         options={"xatol": 1e-4},
@@ -166,8 +211,12 @@ class CalibrationResult:
         ece_after: The same at the fitted T.
         temperature_at_bound: The fitted T sits on a search bound: the upper one when the scores carry
             little information, the lower one when the images are perfectly separated or too few.
-        fitted_on: Provenance stored in the config (data, split, image count, targets).
+        fitted_on: Provenance stored in the config (data, split, image count, targets, and how the
+            images were scored: engine, precision, JPEG draft decoding, face crops).
         errors: ``(path, message)`` of every image that could not be used.
+        scores: ``(path, fake score)`` of every image used, with the fitted calibration: exactly the
+            scores ``predict`` gives these images with the calibrated checkpoint, on which the
+            thresholds were chosen.
     """
 
     calibration: Calibration
@@ -186,6 +235,7 @@ class CalibrationResult:
     temperature_at_bound: bool
     fitted_on: dict = field(default_factory=dict)
     errors: tuple[tuple[str, str], ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -208,44 +258,6 @@ class CalibrationResult:
         }
 
 
-def _compute_all_logits(detector, paths: Sequence[str], batch_size: int):
-    """Logits of every readable image; unreadable ones become ``(path, message)`` errors.
-
-    A checkpoint trained on face crops (``detector.face_options``) is calibrated on the crop of each
-    image's largest face, as it was trained (the whole image when none is found).
-    """
-    from deepfake_detector.inference.faces import crop_largest_face
-
-    options = getattr(detector, "face_options", None)
-    face_detector = options.build_detector() if options else None
-    rows: list[np.ndarray] = []
-    kept: list[int] = []
-    errors: list[tuple[str, str]] = []
-    indexed = iter(enumerate(paths))
-    while batch := list(islice(indexed, batch_size)):
-        images, positions = [], []
-        for index, path in batch:
-            try:
-                image = load_image(path, max_pixels=detector.max_pixels)
-                if face_detector is not None:
-                    _, image = crop_largest_face(face_detector, image, options)
-                images.append(image)
-                positions.append(index)
-            except ImageLoadError as error:
-                errors.append((path, str(error)))
-            except Exception as error:  # a hostile file can trip any decoder bug; keep it to its row
-                errors.append((path, f"{path}: cannot decode ({type(error).__name__}: {error})"))
-        if not images:
-            continue
-        try:
-            rows.append(detector.compute_logits(images))  # (B, C)
-            kept += positions
-        except (RuntimeError, ValueError) as error:
-            errors += [(paths[index], f"model failed: {error}") for index in positions]
-    logits = np.concatenate(rows) if rows else np.zeros((0, len(detector.roles.id2label)))
-    return logits, kept, errors
-
-
 def calibrate(
     detector,
     items: Sequence,
@@ -255,8 +267,14 @@ def calibrate(
     batch_size: int = 8,
     data: str | None = None,
     split: str | None = None,
+    faces: FaceChoice = None,
 ) -> CalibrationResult:
     """Fits temperature scaling and thresholds on labelled held-out images.
+
+    The images are scored through `Detector.iter_logits`, with the loading, JPEG draft decoding and
+    face mode of `Detector.predict`, on whatever engine the detector runs (ONNX exports included), so
+    the thresholds are chosen on exactly the scores ``predict`` will compare with them. In face mode the
+    temperature is fitted on each image's combined score (its most-fake face by default), as predicted.
 
     Args:
         detector: The `Detector` whose checkpoint is calibrated; its current calibration is ignored
@@ -268,6 +286,7 @@ def calibrate(
         batch_size: Images per model call.
         data: The data the items came from, recorded in ``fitted_on``.
         split: Their split, recorded in ``fitted_on``; `evaluate` refuses to report on it.
+        faces: Face mode, as for `Detector.predict` (None: as the checkpoint says).
 
     Returns:
         The fitted calibration and how it does on these images.
@@ -280,8 +299,14 @@ def calibrate(
         if value is not None and not 0.0 <= value <= 1.0:
             raise CalibrationError(f"{name} must be between 0 and 1, got {value}")
     items = list(items)
-    logits, kept, errors = _compute_all_logits(detector, [item.path for item in items], batch_size)
-    labels = np.array([items[index].label for index in kept], dtype=object)
+    options = detector.resolve_faces(faces)
+    aggregation = options.aggregation if options is not None else FaceAggregation()
+    scored = list(
+        detector.iter_logits([item.path for item in items], batch_size=batch_size, faces=options or False)
+    )
+    errors = [(item.path, result.error) for item, result in zip(items, scored, strict=True) if not result.ok]
+    kept = [(item, result) for item, result in zip(items, scored, strict=True) if result.ok]
+    labels = np.array([item.label for item, _ in kept], dtype=object)
     is_fake = labels == "fake"
     real, fake = int((~is_fake).sum()), int(is_fake.sum())
     if not real or not fake:
@@ -291,9 +316,21 @@ def calibrate(
             f"{fake} fake ({len(errors)} unreadable). Pass a validation split with both classes."
         )
     fake_ids = detector.roles.fake_ids
-    temperature = compute_temperature(logits, is_fake, fake_ids)
-    before = compute_fake_scores(compute_probabilities(logits, 1.0), fake_ids)  # (N,)
-    after = compute_fake_scores(compute_probabilities(logits, temperature), fake_ids)  # (N,)
+    logits = np.concatenate([result.logits for _, result in kept])  # (crops, C)
+    faces_layout = {
+        "counts": [len(result.logits) for _, result in kept],
+        "areas": [area for _, result in kept for area in _crop_areas(result)],
+        "strategy": aggregation.strategy,
+    }
+    temperature = compute_temperature(logits, is_fake, fake_ids, **faces_layout)
+
+    def predicted_scores(calibration: Calibration) -> np.ndarray:
+        # The scores `predict` gives with this calibration: the same records, the same rule.
+        scorer = replace(detector.scorer, calibration=calibration)
+        return np.array([scorer.predict(result, aggregation).fake_score for _, result in kept])  # (N,)
+
+    before = predicted_scores(Calibration())
+    after = predicted_scores(Calibration(temperature=temperature))
     fake_threshold = compute_threshold_at_fpr(labels, after, positive="fake", target_fpr=target_fpr)
     real_threshold = fake_threshold
     if target_fnr is not None:
@@ -313,6 +350,10 @@ def calibrate(
         "images": real + fake,
         "target_fpr": target_fpr,
         "target_fnr": target_fnr,
+        "scored_with": {
+            **detector.describe_scoring(),
+            "faces": None if options is None else {**options.to_config(), "strategy": aggregation.strategy},
+        },
     }
     return CalibrationResult(
         calibration=Calibration(temperature=temperature, thresholds=thresholds),
@@ -328,8 +369,8 @@ def calibrate(
         false_negative_rate=compute_false_negative_rate(
             labels, after, positive="fake", threshold=thresholds.real
         ),
-        nll_before=compute_role_nll(logits, is_fake, fake_ids, 1.0),
-        nll_after=compute_role_nll(logits, is_fake, fake_ids, temperature),
+        nll_before=compute_role_nll(logits, is_fake, fake_ids, 1.0, **faces_layout),
+        nll_after=compute_role_nll(logits, is_fake, fake_ids, temperature, **faces_layout),
         ece_before=compute_ece(labels, before, positive="fake"),
         ece_after=compute_ece(labels, after, positive="fake"),
         temperature_at_bound=bool(
@@ -337,7 +378,15 @@ def calibrate(
         ),
         fitted_on=fitted_on,
         errors=tuple(errors),
+        scores=tuple((item.path, float(score)) for (item, _), score in zip(kept, after, strict=True)),
     )
+
+
+def _crop_areas(result) -> list[float]:
+    """The face box area of each row of an image's logits (1 for a whole image)."""
+    if not result.boxes:
+        return [1.0] * len(result.logits)
+    return [float(box.area) for box in result.boxes]
 
 
 def _checkpoint_folder(model: str | os.PathLike, revision: str | None) -> Path:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deepfake_detector import __version__
-from deepfake_detector.errors import DetectorError, ImageLoadError
+from deepfake_detector.errors import DetectorError
 from deepfake_detector.evaluation.metrics import (
     compute_accuracy,
     compute_binary_metrics,
@@ -35,12 +35,12 @@ from deepfake_detector.evaluation.metrics import (
     compute_roc_auc,
 )
 from deepfake_detector.evaluation.report import EvaluationReport, RobustnessResult, render_report
-from deepfake_detector.io.images import load_image
+from deepfake_detector.io.images import try_load_image
 from deepfake_detector.io.inputs import InputProblem
 from deepfake_detector.scoring import CONFIG_KEY
 
 if TYPE_CHECKING:
-    from deepfake_detector.inference.faces import FaceOptions
+    from deepfake_detector.faces.crops import FaceChoice
 
 POSITIVE = "fake"
 ROLES = ("real", "fake")
@@ -147,7 +147,7 @@ def _check_items(items: Sequence) -> None:
 
 
 def _check_not_fitted_on(detector, items: Sequence, data: str | None, split: str | None) -> None:
-    stored = getattr(detector.model.config, CONFIG_KEY, None) or {}
+    stored = getattr(detector.config, CONFIG_KEY, None) or {}
     fitted = stored.get("fitted_on") or {}
     if data is None or not fitted.get("data"):
         return
@@ -173,12 +173,10 @@ def _target_names(roles) -> tuple[str, str]:
 
 def _perturbed_images(items: Sequence, perturbation: Perturbation, max_pixels: int) -> Iterator:
     for item in items:
-        try:
-            yield perturbation.apply(load_image(item.path, max_pixels=max_pixels))
-        except ImageLoadError as error:
-            yield InputProblem(item.path, str(error))
-        except Exception as error:  # a hostile file can trip any decoder bug; keep it to its row
-            yield InputProblem(item.path, f"{item.path}: cannot decode ({type(error).__name__}: {error})")
+        image = try_load_image(item.path, max_pixels=max_pixels)
+        yield (
+            InputProblem(item.path, str(image)) if isinstance(image, Exception) else perturbation.apply(image)
+        )
 
 
 def _progress(iterable, total: int, description: str, enabled: bool):
@@ -270,7 +268,8 @@ def evaluate(
     data: str | None = None,
     split: str | None = None,
     progress: bool = False,
-    faces: bool | FaceOptions | None = None,
+    faces: FaceChoice = None,
+    split_note: str | None = None,
 ) -> EvaluationReport:
     """Scores labelled images, computes every metric, and writes the report into ``out_dir``.
 
@@ -296,6 +295,7 @@ def evaluate(
             trained on (face crops when its config says so), so a model is evaluated on what it saw.
             Video files (mp4, mov, mkv, webm, avi) are scored per video (`Detector.predict_video`)
             either way, so a manifest of labelled videos gives video-level metrics.
+        split_note: What the report must say about the split (`SplitSelection.note`).
 
     Returns:
         The report, as also written to ``metrics.json``.
@@ -337,7 +337,14 @@ def evaluate(
 
     from deepfake_detector.provenance import git_revision
 
-    stored = getattr(detector.model.config, CONFIG_KEY, None) or {}
+    stored = getattr(detector.config, CONFIG_KEY, None) or {}
+    options = detector.resolve_faces(faces)
+    scoring = {
+        **detector.describe_scoring(),
+        "faces": None
+        if options is None
+        else {**options.to_config(), "strategy": options.aggregation.strategy},
+    }
     report = EvaluationReport(
         model=detector.model_id,
         revision=detector.revision,
@@ -371,6 +378,8 @@ def evaluate(
         ),
         robustness=tuple(robustness),
         errors=tuple((row["path"], row["error"]) for row in rows if row["error"] is not None),
+        scoring=scoring,
+        split_note=split_note,
     )
     render_report(report, out, labels=labels, scores=scores)
     return report

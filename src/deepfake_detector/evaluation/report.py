@@ -104,6 +104,10 @@ class EvaluationReport:
         by_source: Metrics per ``source`` of the data.
         robustness: The sweep's results, baseline first; empty without perturbations.
         errors: ``(path, message)`` of every image that failed.
+        scoring: How the images were scored: engine, precision, JPEG draft decoding, face crops
+            (`Detector.describe_scoring`), so that the numbers can be reproduced.
+        split_note: What the report must say about the split (every row evaluated because the data
+            has none of its own, or a split computed here); None when the data's own split was used.
     """
 
     model: str
@@ -127,6 +131,8 @@ class EvaluationReport:
     by_source: dict[str, BinaryMetrics] = field(default_factory=dict)
     robustness: tuple[RobustnessResult, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()
+    scoring: dict | None = None
+    split_note: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -151,6 +157,8 @@ class EvaluationReport:
             "by_source": {name: metrics.to_dict() for name, metrics in self.by_source.items()},
             "robustness": [row.to_dict() for row in self.robustness],
             "errors": [list(error) for error in self.errors],
+            "scoring": self.scoring,
+            "split_note": self.split_note,
         }
 
 
@@ -182,6 +190,20 @@ def _number(value: float | None, digits: int = 4) -> str:
 def _interval(metrics: BinaryMetrics, name: str) -> str:
     low, high = metrics.intervals.get(name, (math.nan, math.nan))
     return "" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.4f}, {high:.4f}]"
+
+
+def _scoring_line(scoring: dict) -> str:
+    faces = scoring.get("faces")
+    return (
+        f"Scored with the {scoring['engine']} engine in {scoring['precision']}, JPEG draft decoding "
+        f"{'on' if scoring['jpeg_draft'] else 'off'}, "
+        + (
+            f"on face crops ({faces['detector']}, margin {faces['margin_ratio']:g}, faces combined by "
+            f"{faces['strategy']})."
+            if faces
+            else "on whole images."
+        )
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -235,6 +257,8 @@ def render_markdown(report: EvaluationReport, path: Path, plots: Mapping[str, st
         )
         + ".",
         "",
+        *([f"**Split: {report.split_note}.**", ""] if report.split_note else []),
+        *([_scoring_line(report.scoring), ""] if report.scoring else []),
         _calibration_line(report) + " Positive class: fake.",
         "",
         "## Classification report",

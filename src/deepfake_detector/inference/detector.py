@@ -9,12 +9,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import groupby, islice
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepfake_detector.errors import DetectorError, ImageLoadError
+from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
+from deepfake_detector.errors import CheckpointError, DetectorError, ImageLoadError
+from deepfake_detector.faces.crops import (
+    FaceChoice,
+    FaceCrops,
+    FaceOptions,
+    cut_faces,
+    resolve_face_options,
+)
 from deepfake_detector.inference.engines import (
     EngineChoice,
     TorchEngine,
@@ -24,10 +32,12 @@ from deepfake_detector.inference.engines import (
     load_export_info,
     resolve_engine,
 )
+from deepfake_detector.inference.faces import iter_crop_logits
 from deepfake_detector.inference.prefetch import map_ordered
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
-from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, load_image
-from deepfake_detector.io.inputs import InputProblem
+from deepfake_detector.inference.scorer import InputLogits, Scorer
+from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, try_load_image
+from deepfake_detector.io.inputs import InputProblem, is_video_path
 from deepfake_detector.modeling.checkpoints import (
     DEFAULT_MODEL,
     load_config_and_processor,
@@ -36,17 +46,9 @@ from deepfake_detector.modeling.checkpoints import (
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
-from deepfake_detector.scoring import (
-    Calibration,
-    Thresholds,
-    compute_fake_scores,
-    compute_probabilities,
-    compute_verdict,
-)
+from deepfake_detector.scoring import Calibration, Thresholds
 
 if TYPE_CHECKING:
-    from deepfake_detector.aggregation import FrameAggregation
-    from deepfake_detector.inference.faces import FaceOptions
     from deepfake_detector.video.decode import FrameSampling
 
 DEFAULT_BATCH_SIZE = 8
@@ -289,6 +291,35 @@ class Detector:
             faces=None if self.face_options is None else self.face_options.to_config(),
         )
 
+    def describe_scoring(self) -> dict:
+        """How this detector scores, for the provenance of evaluations and calibrations: the engine, its
+        precision, and whether large JPEGs are decoded at reduced scale."""
+        return {
+            "engine": self.engine.name,
+            "precision": self.engine.precision,
+            "jpeg_draft": self.preprocessor.jpeg_draft,
+        }
+
+    @property
+    def scorer(self) -> Scorer:
+        """This detector's scoring function and rule, as face and video scoring take them."""
+        return Scorer(
+            compute_logits=self.compute_logits,
+            roles=self.roles,
+            calibration=self.calibration,
+            model=self.model_id,
+            revision=self.revision,
+        )
+
+    def resolve_faces(self, faces: FaceChoice = None) -> FaceOptions | None:
+        """What a ``faces`` argument means for this detector (`resolve_face_options` over
+        `face_options`): the options to score with, or None for whole images.
+
+        Every entry point (CLI, HTTP, Ray, evaluation) passes its user's choice here, or to the
+        scoring methods, untouched; this is the one place the checkpoint's settings fill the gaps.
+        """
+        return resolve_face_options(faces, self.face_options)
+
     def compute_logits(self, images: Sequence) -> np.ndarray:
         """Runs preprocessing and the model on already-loaded RGB images.
 
@@ -306,31 +337,28 @@ class Detector:
         images: ImageInput | Iterable[ImageInput],
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        faces: bool | FaceOptions | None = None,
+        faces: FaceChoice = None,
     ):
         """Scores one image or many.
 
         Args:
             images: One input or a list of them: paths, encoded bytes, PIL images, NumPy arrays.
-            batch_size: Images per model call.
+            batch_size: Images (or face crops) per model call.
             faces: Find the faces and score a crop of each (``True``, or `FaceOptions` for the detector,
                 margin and how faces combine); the image's score is then its most-fake face's, and an
-                image without a face is scored whole with ``no_face`` set. See `iter_predict_faces`.
-                None (default): face mode when the checkpoint was trained on face crops
-                (``face_options``); ``False`` scores whole images.
+                image without a face is scored whole with ``no_face`` set. None (default): face mode
+                when the checkpoint was trained on face crops (``face_options``); ``False`` scores
+                whole images; `FaceOverrides` changes some settings and keeps the checkpoint's others
+                (`resolve_faces`).
 
         Returns:
             A `Prediction` for a single input, else a list in input order. An input that can't be
             read gives a `Prediction` with ``error`` set; it never stops the others.
         """
-        faces = self._face_options(faces)
-        if faces:
-            if _is_single(images):
-                return next(self.iter_predict_faces([images], faces=faces, batch_size=batch_size))
-            return list(self.iter_predict_faces(images, faces=faces, batch_size=batch_size))
         if _is_single(images):
-            return next(self.iter_predict([images], batch_size=1, workers=0))  # no threads for one
-        return list(self.iter_predict(images, batch_size=batch_size))
+            # No threads for one input.
+            return next(self.iter_predict([images], batch_size=batch_size, workers=0, faces=faces))
+        return list(self.iter_predict(images, batch_size=batch_size, faces=faces))
 
     def iter_predict(
         self,
@@ -338,26 +366,78 @@ class Detector:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         workers: int | None = None,
+        faces: FaceChoice = None,
     ) -> Iterator[Prediction]:
         """Like `predict`, but lazy: scores ``batch_size`` inputs at a time, in input order.
 
         ``workers`` threads (default: the detector's ``workers``; 0 for none) read and preprocess the
         next inputs while the model scores the current batch, at most two batches ahead, so memory
-        stays flat however many inputs the iterable yields.
+        stays flat however many inputs the iterable yields. ``faces`` as for `predict`.
         """
+        options = self.resolve_faces(faces)
+        aggregation = options.aggregation if options is not None else FaceAggregation()
+        scorer = self.scorer
+        for scored in self._iter_logits(images, options, batch_size=batch_size, workers=workers):
+            yield scorer.predict(scored, aggregation)
+
+    def iter_logits(
+        self,
+        images: Iterable[ImageInput | InputProblem],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        workers: int | None = None,
+        faces: FaceChoice = None,
+    ) -> Iterator[InputLogits]:
+        """The raw logits `iter_predict` turns into predictions, with the same loading, face mode and
+        decoding, one `InputLogits` per input in order (an unreadable input carries its ``error``).
+
+        Evaluation and calibration score through this, so that what they measure and fit is what
+        `predict` gives, on every engine (ONNX exports included). Arguments as for `iter_predict`.
+        """
+        yield from self._iter_logits(
+            images, self.resolve_faces(faces), batch_size=batch_size, workers=workers
+        )
+
+    def _iter_logits(
+        self, images, options: FaceOptions | None, *, batch_size: int, workers: int | None
+    ) -> Iterator[InputLogits]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if options is not None:
+            yield from self._iter_face_logits(images, options, batch_size=batch_size)
+            return
         workers = self.workers if workers is None else workers
         prepared = map_ordered(self._prepare, enumerate(images), workers=workers, window=2 * batch_size)
         while batch := list(islice(prepared, batch_size)):
-            yield from self._predict_batch(batch)
+            yield from self._logits_batch(batch)
+
+    def _iter_face_logits(self, images, options: FaceOptions, *, batch_size: int) -> Iterator[InputLogits]:
+        face_detector = options.build_detector()  # before any input: a missing backend is a usage error
+
+        def prepared() -> Iterator[tuple[str | int, FaceCrops | Exception]]:
+            for index, item in enumerate(images):
+                # Full-resolution pixels: face boxes and crops are in the image's own pixels.
+                source, image = self._load(index, item)
+                if isinstance(image, Exception):
+                    yield source, image
+                    continue
+                try:
+                    yield source, cut_faces(face_detector, image, options)
+                except (RuntimeError, ValueError, DetectorError) as error:
+                    yield source, DetectorError(f"{source}: face detection failed: {error}")
+
+        for source, crops, logits in iter_crop_logits(self.compute_logits, prepared(), batch_size=batch_size):
+            if isinstance(crops, Exception):
+                yield InputLogits(source, None, error=str(crops))
+            else:
+                yield InputLogits(source, logits, crops.boxes, crops.crop_boxes)
 
     def explain(
         self,
         images: ImageInput | Iterable[ImageInput],
         *,
         method: str = "auto",
-        faces: bool | FaceOptions | None = None,
+        faces: FaceChoice = None,
     ):
         """Heatmaps of where the model sees the fake, for one image or many (ViT and conv checkpoints).
 
@@ -370,7 +450,7 @@ class Detector:
                 the concrete method, never "auto".
             faces: Find the faces and explain a crop of each, placed back onto the image at its crop box
                 (zero elsewhere); with no face the whole image is explained and ``no_face`` is set.
-                ``True``/`FaceOptions`/None/``False`` as for `predict`.
+                As for `predict`.
 
         Returns:
             An `Explanation` for a single input, else a list in input order. An input that can't be read
@@ -389,15 +469,17 @@ class Detector:
         images: Iterable[ImageInput | InputProblem],
         *,
         method: str = "auto",
-        faces: bool | FaceOptions | None = None,
+        faces: FaceChoice = None,
     ) -> Iterator[Explanation]:
         """Like `explain`, but lazy: one input at a time, in order."""
         from deepfake_detector.explain.heatmaps import check_explainable
+        from deepfake_detector.inference.faces import explain_faces
 
         # Before any input, as it is about the model; from here on the method is concrete, never "auto".
         method = check_explainable(self.model, self.processor, method)
-        options = self._face_options(faces)
+        options = self.resolve_faces(faces)
         face_detector = options.build_detector() if options else None  # a missing backend: usage error
+        scorer = self.scorer
         for index, item in enumerate(images):
             source, image = self._load(index, item)
             if isinstance(image, Exception):
@@ -405,9 +487,15 @@ class Detector:
                 continue
             try:
                 if options:
-                    from deepfake_detector.inference.faces import explain_faces
-
-                    yield explain_faces(self, source, image, method, options, face_detector)
+                    yield explain_faces(
+                        scorer,
+                        lambda crop: self.compute_token_map(crop, method),
+                        source,
+                        image,
+                        method,
+                        options,
+                        face_detector,
+                    )
                 else:
                     yield self._explain_image(source, image, method)
             except (RuntimeError, ValueError) as error:
@@ -444,15 +532,13 @@ class Detector:
         )
 
     def _explain_error(self, source: str | int, method: str, error: Exception) -> Explanation:
-        return Explanation(
-            source, method, None, None, None, None, None, self.model_id, self.revision, str(error)
-        )
+        return Explanation.failed(source, method, error, model=self.model_id, revision=self.revision)
 
     def iter_predict_faces(
         self,
         images: Iterable[ImageInput | InputProblem],
         *,
-        faces: bool | FaceOptions = True,
+        faces: FaceChoice = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Iterator[Prediction]:
         """Face mode, lazily: detect faces, score a square crop of each (margin 1.3x), combine them.
@@ -461,7 +547,7 @@ class Detector:
             images: Inputs as for `predict`.
             faces: ``True`` for the checkpoint's face settings (else the defaults), or `FaceOptions`
                 (detector backend, ``margin_ratio``, face ``aggregation``: "max" (default, the
-                most-fake face), "mean" or "largest").
+                most-fake face), "mean" or "largest"), or `FaceOverrides`.
             batch_size: Face crops per model call.
 
         Yields:
@@ -471,16 +557,15 @@ class Detector:
         Raises:
             MissingExtraError: The face detector's package is not installed.
         """
-        from deepfake_detector.inference.faces import iter_predict_faces
-
-        options = self._face_options(faces or True)  # True: the checkpoint's settings, else the defaults
-        yield from iter_predict_faces(self, images, options, batch_size=batch_size)
+        # Face mode whatever the argument says; only its settings count here.
+        options = self.resolve_faces(faces) or self.resolve_faces(True)
+        yield from self.iter_predict(images, batch_size=batch_size, faces=options)
 
     def predict_video(
         self,
         video: str | os.PathLike,
         *,
-        faces: bool | FaceOptions = True,
+        faces: FaceChoice = None,
         sampling: FrameSampling | None = None,
         aggregation: FrameAggregation | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -489,9 +574,9 @@ class Detector:
 
         Args:
             video: Path of the video file.
-            faces: Score the faces of each frame (``True``, default, or `FaceOptions`); a frame without
-                a face is scored whole and counted. ``False`` scores whole frames; None as the
-                checkpoint says (`predict`).
+            faces: Score the faces of each frame (``True`` or `FaceOptions`); a frame without a face is
+                scored whole and counted. ``False`` scores whole frames. None (default): as the
+                checkpoint says, as for `predict` (face crops for a checkpoint trained on them).
             sampling: Which frames: `FrameSampling` (default 32 evenly spaced in time, or
                 ``every_s``).
             aggregation: How frame scores become the video's: `FrameAggregation` (default "mean";
@@ -504,14 +589,13 @@ class Detector:
             truncated or damaged one is scored from what decodes, with ``stopped_at_s`` and
             ``decode_problem`` saying where and why it stopped.
         """
-        from deepfake_detector.aggregation import FrameAggregation
         from deepfake_detector.inference.video import predict_video
         from deepfake_detector.video.decode import FrameSampling
 
         return predict_video(
-            self,
+            self.scorer,
             video,
-            faces=self._face_options(faces),
+            faces=self.resolve_faces(faces),
             sampling=sampling or FrameSampling(),
             aggregation=aggregation or FrameAggregation(),
             batch_size=batch_size,
@@ -521,32 +605,31 @@ class Detector:
         self,
         inputs: Iterable[str | os.PathLike | InputProblem],
         *,
-        faces: bool | FaceOptions | None = None,
+        faces: FaceChoice = None,
         sampling: FrameSampling | None = None,
         aggregation: FrameAggregation | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Iterator[Prediction | VideoPrediction]:
-        """Image and video files in input order: videos (by suffix) as `predict_video`, images as
-        `iter_predict` (or `iter_predict_faces` with ``faces``; None: as the checkpoint says). Arguments
-        as for those."""
-        from deepfake_detector.aggregation import FrameAggregation
-        from deepfake_detector.inference.video import iter_predict_media
-        from deepfake_detector.video.decode import FrameSampling
+        """Image and video files in input order: video files (by suffix) one by one as `predict_video`,
+        runs of images batched as `iter_predict`. Arguments as for those (``faces`` None: as the
+        checkpoint says, for images and videos alike)."""
+        options = self.resolve_faces(faces)  # once, so that images and videos agree
 
-        yield from iter_predict_media(
-            self,
-            inputs,
-            faces=self._face_options(faces),
-            sampling=sampling or FrameSampling(),
-            aggregation=aggregation or FrameAggregation(),
-            batch_size=batch_size,
-        )
+        def is_video(item) -> bool:
+            return isinstance(item, (str, os.PathLike)) and is_video_path(os.fspath(item))
 
-    def _face_options(self, faces: bool | FaceOptions | None) -> FaceOptions | None:
-        """What a ``faces`` argument means here: None follows the checkpoint (`face_options`)."""
-        from deepfake_detector.inference.faces import FaceOptions
-
-        return FaceOptions.resolve(faces, default=self.face_options)
+        for videos, run in groupby(inputs, key=is_video):
+            if videos:
+                for video in run:
+                    yield self.predict_video(
+                        video,
+                        faces=options or False,
+                        sampling=sampling,
+                        aggregation=aggregation,
+                        batch_size=batch_size,
+                    )
+            else:
+                yield from self.iter_predict(run, batch_size=batch_size, faces=options or False)
 
     def _load(
         self, index: int, item, *, draft_size: tuple[int, int] | None = None
@@ -554,20 +637,8 @@ class Detector:
         if isinstance(item, InputProblem):
             return item.source, ImageLoadError(item.error)
         source = describe_source(item, index)
-        try:
-            return source, load_image(
-                item,
-                name=str(source) if isinstance(source, str) else f"input {index}",
-                max_pixels=self.max_pixels,
-                draft_size=draft_size,
-            )
-        except ImageLoadError as error:
-            return source, error
-        except Exception as error:  # a hostile file can trip any decoder bug; keep it in its own row
-            return source, ImageLoadError(f"{source}: cannot decode ({type(error).__name__}: {error})")
-
-    def _error(self, source: str | int, error: Exception) -> Prediction:
-        return Prediction(source, None, None, None, self.model_id, self.revision, error=str(error))
+        name = str(source) if isinstance(source, str) else f"input {index}"
+        return source, try_load_image(item, name=name, max_pixels=self.max_pixels, draft_size=draft_size)
 
     def _prepare(self, indexed: tuple[int, object]) -> tuple[str | int, np.ndarray | Exception]:
         """Reads and preprocesses one input, in a worker thread; a failure becomes its row's error."""
@@ -580,44 +651,51 @@ class Detector:
         except Exception as error:  # an odd image must fail alone, not take its batch with it
             return source, ImageLoadError(f"{source}: cannot preprocess ({type(error).__name__}: {error})")
 
-    def _predict_batch(self, loaded: list[tuple[str | int, np.ndarray | Exception]]) -> list[Prediction]:
-        good = [
-            (position, pixels)
-            for position, (_, pixels) in enumerate(loaded)
-            if not isinstance(pixels, Exception)
-        ]
-        results: list[Prediction | None] = [
-            self._error(source, pixels) if isinstance(pixels, Exception) else None
-            for source, pixels in loaded
-        ]
+    def _logits_batch(self, loaded: list[tuple[str | int, np.ndarray | Exception]]) -> list[InputLogits]:
+        good = [pixels for _, pixels in loaded if not isinstance(pixels, Exception)]
+        failure = None
         if good:
             try:
-                logits = self.engine.compute_logits(np.stack([pixels for _, pixels in good]))  # (B, C)
+                logits = iter(self.engine.compute_logits(np.stack(good)))  # (B, C)
             except (RuntimeError, ValueError, DetectorError) as error:
-                for position, _ in good:
-                    results[position] = self._error(
-                        loaded[position][0], DetectorError(f"model failed: {error}")
-                    )
-                return results
-            probabilities = compute_probabilities(logits, self.calibration.temperature)  # (B, C)
-            fake_scores = compute_fake_scores(probabilities, self.roles.fake_ids)  # (B,)
-            for (position, _), probs, fake_score in zip(good, probabilities, fake_scores, strict=True):
-                score = float(fake_score)
-                results[position] = Prediction(
-                    source=loaded[position][0],
-                    label=self.roles.id2label[int(np.argmax(probs))],
-                    fake_score=score,
-                    verdict=compute_verdict(score, self.thresholds),
-                    model=self.model_id,
-                    revision=self.revision,
-                )
+                failure = DetectorError(f"model failed: {error}")
+        results = []
+        for source, pixels in loaded:
+            if isinstance(pixels, Exception) or failure is not None:
+                error = pixels if isinstance(pixels, Exception) else failure
+                results.append(InputLogits(source, None, error=str(error)))
+            else:
+                results.append(InputLogits(source, next(logits)[None]))  # (1, C)
         return results
 
 
-def _load_face_options(config, name: str) -> FaceOptions | None:
-    from deepfake_detector.errors import CheckpointError
-    from deepfake_detector.inference.faces import FaceOptions
+def load_stored_face_options(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> FaceOptions | None:
+    """The face settings a checkpoint stores (`Detector.face_options`), read from its config alone,
+    without loading the weights: for a driver that only needs to know (Ray's, before its actors load).
 
+    Raises:
+        CheckpointError: The checkpoint can't be found or its config read, or its face settings are
+            not valid.
+    """
+    checkpoint = resolve_checkpoint(
+        name_or_path,
+        revision=revision,
+        allow_pickle=allow_pickle,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+    )
+    config, _ = load_config_and_processor(checkpoint)
+    return _load_face_options(config, checkpoint.name)
+
+
+def _load_face_options(config, name: str) -> FaceOptions | None:
     try:
         return FaceOptions.from_config(config)
     except ValueError as error:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepfake_detector.errors import DetectorError
+from deepfake_detector.faces.crops import FaceChoice, resolve_face_options
 from deepfake_detector.inference.engines import ENGINES, PRECISIONS
 from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
 from deepfake_detector.io.inputs import InputProblem, ScanStats, expand_inputs, is_uri
@@ -53,7 +54,6 @@ from deepfake_detector.results import Prediction, VideoPrediction
 if TYPE_CHECKING:
     from deepfake_detector.aggregation import FrameAggregation
     from deepfake_detector.inference.detector import Detector
-    from deepfake_detector.inference.faces import FaceOptions
     from deepfake_detector.scoring import Thresholds
     from deepfake_detector.video.decode import FrameSampling
 
@@ -318,7 +318,7 @@ def score_with_ray(
     config: RayScoringConfig | None = None,
     *,
     recursive: bool = False,
-    faces: bool | FaceOptions | None = None,
+    faces: FaceChoice = None,
     sampling: FrameSampling | None = None,
     aggregation: FrameAggregation | None = None,
     stats: ScanStats | None = None,
@@ -346,8 +346,8 @@ def score_with_ray(
         on_rows: Called in this process with the number of rows each scored batch brought back.
         preflight: Load the detector once here, on the CPU, before starting Ray, so that a bad
             checkpoint or engine fails now with the library's own error rather than in every actor.
-            False when the caller has just done so; it is loaded anyway when ``faces`` is None or True,
-            which need the checkpoint's face settings.
+            False when the caller has just done so. The checkpoint's face settings are read from its
+            config either way, without loading the weights.
 
     Returns:
         What this run did: rows written and failed, inputs skipped as done, shards written.
@@ -359,18 +359,20 @@ def score_with_ray(
         RayScoringError: Ray can't be reached, or the job failed; the shards written so far are kept,
             and a rerun continues from them.
     """
-    from deepfake_detector.inference.faces import FaceOptions
+    from deepfake_detector.inference.detector import load_stored_face_options
 
     started = time.perf_counter()
     detector = detector or DetectorSpec()
     config = config or RayScoringConfig()
-    face_options = faces if isinstance(faces, FaceOptions) else None
-    if preflight or not (faces is False or face_options is not None):
-        probe = detector.build(device="cpu", workers=0)
-        face_options = FaceOptions.resolve(faces, default=probe.face_options)
-        del probe
-    summary = face_options is not None
-    media = {"faces": face_options or False, "sampling": sampling, "aggregation": aggregation}
+    if preflight:
+        detector.build(device="cpu", workers=0)
+    # Whether rows carry face summaries is known before any actor starts, from the checkpoint's config
+    # alone; each actor resolves the same ``faces`` over the same checkpoint, so they agree.
+    stored = load_stored_face_options(
+        detector.model, revision=detector.revision, allow_pickle=detector.allow_pickle
+    )
+    summary = resolve_face_options(faces, stored) is not None
+    media = {"faces": faces, "sampling": sampling, "aggregation": aggregation}
     done = open_shard_folder(output_dir, config.format, summary=summary)
     pending: list[tuple[str, str | None]] = []
     skipped = 0

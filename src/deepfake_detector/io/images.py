@@ -195,3 +195,25 @@ def load_image(
         f"{name}: unsupported input type {type(image).__name__}; "
         "pass a path, bytes, a PIL image or a NumPy array"
     )
+
+
+def try_load_image(
+    image: ImageInput,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image | ImageLoadError:
+    """`load_image` for a batch: the image, or the error that becomes this input's own row.
+
+    A hostile file can trip any decoder bug, not only the ones `load_image` names; those become an
+    `ImageLoadError` that names the file too, so one bad input never takes its batch down. The error's
+    type is kept (`ImageTooLargeError` for a bomb), so callers can tell the problems apart.
+    """
+    try:
+        return load_image(image, name=name, max_pixels=max_pixels, draft_size=draft_size)
+    except ImageLoadError as error:
+        return error
+    except Exception as error:
+        where = name or (str(image) if isinstance(image, (str, os.PathLike)) else "input")
+        return ImageLoadError(f"{where}: cannot decode ({type(error).__name__}: {error})")

@@ -187,9 +187,10 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
         "/predict/video",
         response_model=VideoPredictionRecord,
         summary="Score a video from a sample of its frames",
-        description="Frames evenly spaced in time are scored (their faces, by default) and combined into "
-        "the video's score; `frames` is the per-frame timeline. A damaged file is scored from what "
-        "decodes (`stopped_at_s`, `decode_problem`).",
+        description="Frames evenly spaced in time are scored (their faces for a checkpoint trained on "
+        "face crops or with `faces=true`, else whole frames) and combined into the video's score; "
+        "`frames` is the per-frame timeline. A damaged file is scored from what decodes "
+        "(`stopped_at_s`, `decode_problem`).",
         responses=error_responses(
             *auth_errors,
             *UPLOAD_ERRORS,
@@ -203,8 +204,12 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
     async def predict_video(
         video: Annotated[UploadFile, File(description="A video file (MP4, WebM, MOV, MKV, AVI, ...).")],
         faces: Annotated[
-            bool, Form(description="Score the faces of each frame (false: whole frames).")
-        ] = True,
+            bool | None,
+            Form(
+                description="Score the faces of each frame (false: whole frames). Default: as for "
+                "/v1/predict, on for a checkpoint trained on face crops, else off."
+            ),
+        ] = None,
         num_frames: Annotated[
             int | None,
             Form(

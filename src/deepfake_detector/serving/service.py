@@ -11,14 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from deepfake_detector import __version__
-from deepfake_detector.errors import (
-    DetectorError,
-    ExplainError,
-    ImageLoadError,
-    ImageTooLargeError,
-    MissingExtraError,
-)
-from deepfake_detector.io.images import load_image
+from deepfake_detector.errors import DetectorError, ExplainError, ImageTooLargeError, MissingExtraError
+from deepfake_detector.io.images import try_load_image
 from deepfake_detector.results import Explanation, Prediction
 from deepfake_detector.serving.batching import MicroBatcher
 from deepfake_detector.serving.config import ServeConfig
@@ -58,14 +52,12 @@ def _decode(upload: Upload, max_pixels: int, draft_size: tuple[int, int] | None)
     ``draft_size`` is the detector's own, so the pixels are those its ``predict`` would decode from
     the same bytes (and the CLI from the same file).
     """
-    try:
-        return load_image(upload.data, name=str(upload.name), max_pixels=max_pixels, draft_size=draft_size)
-    except ImageTooLargeError as error:
-        return "too_many_pixels", str(error)
-    except ImageLoadError as error:
-        return "invalid_image", str(error)
-    except Exception as error:  # a hostile file can trip any decoder bug; keep it to its own row
-        return "invalid_image", f"{upload.name}: cannot decode ({type(error).__name__}: {error})"
+    image = try_load_image(upload.data, name=str(upload.name), max_pixels=max_pixels, draft_size=draft_size)
+    if isinstance(image, ImageTooLargeError):
+        return "too_many_pixels", str(image)
+    if isinstance(image, Exception):
+        return "invalid_image", str(image)
+    return image
 
 
 def _probe_features(detector) -> dict[str, str | None]:
@@ -81,9 +73,9 @@ def _probe_features(detector) -> dict[str, str | None]:
     except MissingExtraError as error:
         problems["explain"] = str(error)
     try:
-        from deepfake_detector.inference.faces import FaceOptions
-
-        FaceOptions().build_detector()  # loads the default backend once; later calls reuse it
+        # The backend face mode would use here (the checkpoint's, else the default), loaded once;
+        # later calls reuse it.
+        detector.resolve_faces(True).build_detector()
         problems["faces"] = None
     except (ImportError, DetectorError) as error:  # MissingExtraError is both
         problems["faces"] = f"face detection is not available here: {error}"
@@ -172,13 +164,12 @@ class DetectorService:
         return results
 
     def _error_prediction(self, name: str | int, message: str) -> Prediction:
-        return Prediction(
-            name, None, None, None, self.detector.model_id, self.detector.revision, error=message
-        )
+        return Prediction.failed(name, message, model=self.detector.model_id, revision=self.detector.revision)
 
     def _wants_faces(self, faces: bool | None) -> bool:
-        """None follows the checkpoint: face mode when it was trained on face crops."""
-        return getattr(self.detector, "face_options", None) is not None if faces is None else faces
+        """Whether the detector scores ``faces`` (None: as the checkpoint says) in face mode; asked of the
+        detector's own resolver, so the server decides nothing itself."""
+        return self.detector.resolve_faces(faces) is not None
 
     async def predict(self, uploads: list[Upload], *, faces: bool | None = None) -> list[Scored]:
         """Scores uploaded images; a bad one gets an error record and the others are still scored.
@@ -223,8 +214,7 @@ class DetectorService:
             ApiError: The image can't be read (422), or heatmaps (or faces) are not available here (501).
         """
         self._require("explain", "explain_unavailable")
-        faces = self._wants_faces(faces)
-        if faces:
+        if self._wants_faces(faces):
             self._require("faces", "faces_unavailable")
         loop = asyncio.get_running_loop()
         outcome = await loop.run_in_executor(
@@ -244,7 +234,7 @@ class DetectorService:
             raise ApiError("explain_unavailable", str(error)) from None
         return replace(explanation, source=upload.name), png
 
-    def _explain(self, image, method: str, faces: bool) -> tuple[Explanation, bytes]:
+    def _explain(self, image, method: str, faces: bool | None) -> tuple[Explanation, bytes]:
         from deepfake_detector.explain.overlay import compute_overlay
 
         explanation = self.detector.explain(image, method=method, faces=faces)
@@ -254,14 +244,16 @@ class DetectorService:
         compute_overlay(image, explanation.heatmap, faces=explanation.faces or ()).save(buffer, format="PNG")
         return explanation, buffer.getvalue()
 
-    async def predict_video(self, upload: Upload, *, faces: bool, num_frames: int | None) -> dict:
+    async def predict_video(self, upload: Upload, *, faces: bool | None, num_frames: int | None) -> dict:
         """Scores an uploaded video; returns `VideoPrediction.to_dict()` under the upload's name.
+
+        ``faces`` None follows the checkpoint, as for images.
 
         Raises:
             ApiError: Video (or faces) not available here (501); not a video, or too long (422).
         """
         self._require("video", "video_unavailable")
-        if faces:
+        if self._wants_faces(faces):
             self._require("faces", "faces_unavailable")
         loop = asyncio.get_running_loop()
         prediction = await loop.run_in_executor(
@@ -271,7 +263,7 @@ class DetectorService:
             raise ApiError("invalid_video", prediction.error)
         return replace(prediction, source=upload.name).to_dict()
 
-    def _predict_video(self, upload: Upload, faces: bool, num_frames: int | None):
+    def _predict_video(self, upload: Upload, faces: bool | None, num_frames: int | None):
         from deepfake_detector.errors import VideoLoadError
         from deepfake_detector.video.decode import FrameSampling, VideoReader
 

@@ -1,0 +1,195 @@
+"""Face mode's settings and crops: which detector and margin, how the caller's choice merges over the
+checkpoint's, and the square crops cut around each face.
+
+A checkpoint trained on face crops says so in its ``config.json`` (``deepfake_detector.faces``:
+detector and margin, `FaceOptions.to_config`). What a caller asks for (``faces=None/True/False``, a
+`FaceOptions`, or the partial `FaceOverrides` that CLI flags and HTTP fields make) is merged over those
+stored settings in one function, `resolve_face_options`, the way timm merges a caller's overlay over a
+model's pretrained config; every entry point passes the caller's choice through to it untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from deepfake_detector.aggregation import FACE_STRATEGIES, FaceAggregation
+from deepfake_detector.faces.backends import (
+    DEFAULT_FACE_DETECTOR,
+    FACE_DETECTORS,
+    FaceDetector,
+    load_face_detector,
+)
+from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO, FaceBox, compute_crop_box
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# The key of a checkpoint's config.json that holds this package's settings (`scoring.CONFIG_KEY`);
+# repeated here so that this preprocessing stage does not import the scoring stage.
+_CONFIG_KEY = "deepfake_detector"
+
+
+def _check_detector(detector: str) -> None:
+    if detector not in FACE_DETECTORS:
+        raise ValueError(f"unknown face detector {detector!r}; choose one of {', '.join(FACE_DETECTORS)}")
+
+
+def _check_margin(margin_ratio: float) -> None:
+    if not margin_ratio >= 1.0:
+        raise ValueError(f"margin_ratio must be at least 1.0 (the face box itself), got {margin_ratio}")
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How faces are found, cropped and combined.
+
+    Attributes:
+        detector: Face detector backend: "dlib-hog" (default), "dlib-cnn" or "opencv-haar"
+            (docs/faces.md compares them).
+        margin_ratio: Side of each square crop over the longer side of the face box (1.3: the
+            FaceForensics++ crop, which keeps the blending seams at jaw and hairline in view).
+        aggregation: How the faces of one image combine into its score (default: the most-fake face).
+        detector_options: Keyword arguments of the backend, e.g. ``{"upsample": 0}``.
+    """
+
+    detector: str = DEFAULT_FACE_DETECTOR
+    margin_ratio: float = DEFAULT_MARGIN_RATIO
+    aggregation: FaceAggregation = field(default_factory=FaceAggregation)
+    detector_options: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_detector(self.detector)
+        _check_margin(self.margin_ratio)
+
+    @classmethod
+    def from_config(cls, config) -> FaceOptions | None:
+        """The face settings a checkpoint was trained with (``config.deepfake_detector["faces"]``), if any.
+
+        Raises:
+            ValueError: The stored settings name an unknown detector or a margin below 1.
+        """
+        stored = (getattr(config, _CONFIG_KEY, None) or {}).get("faces")
+        if not stored:
+            return None
+        try:
+            return cls(
+                detector=str(stored.get("detector", DEFAULT_FACE_DETECTOR)),
+                margin_ratio=float(stored.get("margin_ratio", DEFAULT_MARGIN_RATIO)),
+                detector_options=dict(stored.get("detector_options") or {}),
+            )
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ValueError(f"config.json {_CONFIG_KEY}.faces = {stored!r} is not valid: {error}") from None
+
+    def to_config(self) -> dict:
+        """What a checkpoint stores: how its training images were cropped (not how faces combine, which
+        is a choice at inference)."""
+        stored: dict = {"detector": self.detector, "margin_ratio": self.margin_ratio}
+        if self.detector_options:
+            stored["detector_options"] = dict(self.detector_options)
+        return stored
+
+    def build_detector(self) -> FaceDetector:
+        return load_face_detector(self.detector, **dict(self.detector_options))
+
+
+@dataclass(frozen=True)
+class FaceOverrides:
+    """A caller's partial choice about face mode; every field left None follows the checkpoint.
+
+    This is what CLI flags (``--faces/--no-faces``, ``--face-detector``, ``--face-margin``,
+    ``--face-strategy``) and HTTP form fields describe: only what the user said, so that the one merge
+    (`resolve_face_options`) decides the rest from the checkpoint's stored settings.
+
+    Attributes:
+        enabled: True: face mode; False: whole images; None: as the checkpoint says (face mode when it
+            was trained on face crops).
+        detector: Replaces the checkpoint's detector backend (then its ``detector_options`` are dropped).
+        margin_ratio: Replaces the checkpoint's crop margin.
+        strategy: How faces combine ("max", "mean", "largest"); None: "max", the most-fake face.
+    """
+
+    enabled: bool | None = None
+    detector: str | None = None
+    margin_ratio: float | None = None
+    strategy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.detector is not None:
+            _check_detector(self.detector)
+        if self.margin_ratio is not None:
+            _check_margin(self.margin_ratio)
+        if self.strategy is not None and self.strategy not in FACE_STRATEGIES:
+            raise ValueError(
+                f"unknown face strategy {self.strategy!r}; choose one of {', '.join(FACE_STRATEGIES)}"
+            )
+
+
+FaceChoice = bool | FaceOptions | FaceOverrides | None
+
+
+def resolve_face_options(faces: FaceChoice, stored: FaceOptions | None) -> FaceOptions | None:
+    """The face mode a caller's choice asks for, merged over the settings stored with the checkpoint.
+
+    This is the one place the decision is made; the CLI, the server, Ray and evaluation pass their
+    user's choice here untouched.
+
+    Args:
+        faces: `FaceOptions`: exactly these. ``True``: face mode with the checkpoint's settings, else
+            the library's defaults. ``False``: whole images. None: as the checkpoint says (face mode
+            only when it stores face settings). `FaceOverrides`: its fields over the checkpoint's.
+        stored: The checkpoint's face settings (`FaceOptions.from_config`), or the detector's default.
+
+    Returns:
+        The options to score with, or None for whole images.
+    """
+    if isinstance(faces, FaceOptions):
+        return faces
+    overrides = faces if isinstance(faces, FaceOverrides) else FaceOverrides(enabled=faces)
+    if overrides.enabled is False or (overrides.enabled is None and stored is None):
+        return None
+    base = stored or FaceOptions()
+    return FaceOptions(
+        detector=overrides.detector or base.detector,
+        margin_ratio=overrides.margin_ratio if overrides.margin_ratio is not None else base.margin_ratio,
+        aggregation=(
+            FaceAggregation(overrides.strategy) if overrides.strategy is not None else base.aggregation
+        ),
+        # Backend options belong to the backend they were written for.
+        detector_options=base.detector_options if overrides.detector in (None, base.detector) else {},
+    )
+
+
+@dataclass(frozen=True)
+class FaceCrops:
+    """The faces found in one image and the crops to score: one per face, or the whole image if none."""
+
+    boxes: tuple[FaceBox, ...]
+    crop_boxes: tuple[tuple[int, int, int, int], ...]
+    images: tuple[Image.Image, ...]
+
+
+def cut_faces(face_detector: FaceDetector, image: Image.Image, options: FaceOptions) -> FaceCrops:
+    """Finds the faces in one RGB image and cuts a square crop around each (the whole image if none)."""
+    boxes = tuple(face_detector.detect(image))
+    crop_boxes = tuple(compute_crop_box(box, image.size, options.margin_ratio) for box in boxes)
+    crops = tuple(image.crop(crop) for crop in crop_boxes) if boxes else (image,)
+    return FaceCrops(boxes, crop_boxes, crops)
+
+
+def crop_largest_face(
+    face_detector: FaceDetector, image: Image.Image, options: FaceOptions
+) -> tuple[tuple[int, int, int, int] | None, Image.Image]:
+    """The crop of the largest face in one RGB image, exactly as `cut_faces` cuts it for scoring.
+
+    Training takes one input per labelled image; the largest face is the subject (the face that
+    FaceForensics++ tracks), and detectors list faces largest first.
+
+    Returns:
+        (crop box, crop), or (None, the whole image) when no face is found.
+    """
+    crops = cut_faces(face_detector, image, options)
+    if not crops.boxes:
+        return None, image
+    return crops.crop_boxes[0], crops.images[0]
