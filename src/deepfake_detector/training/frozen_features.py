@@ -8,7 +8,8 @@ forward pass per view, and every head fit after that takes minutes.
 Views are how an image is seen: ``clean`` (as stored), ``aug*`` (a random chain of the degradations
 users' images meet: flips, colour, blur, down-then-up scaling, JPEG 30-100; real and fake through the
 same chain) and ``sbi*`` (a self-blended pseudo-fake made from a real image, landmark-masked). Each view
-is seeded by its name and the image's path, so a rerun makes the same pixels.
+is seeded by its name and the image's path, so a rerun makes the same pixels. Fixed degradations for
+robustness tables: ``jpeg<quality>``, ``blur<sigma in tenths>``, ``down<percent>`` (down, then up).
 
 Work is written in shards (``<out>/<view>/shard-NNNNN.npz``, atomically), so a killed run resumes
 where it stopped and several processes can share the work by shard (``shard_modulo``).
@@ -75,6 +76,19 @@ def degrade(image: Image.Image, rng: random.Random) -> Image.Image:
     return image
 
 
+_FIXED = ("jpeg", "blur", "down")
+
+
+def apply_fixed_degradation(image: Image.Image, kind: str, amount: int) -> Image.Image:
+    """One named degradation at a fixed strength (no randomness): robustness tables use these."""
+    fixed = random.Random(0)
+    if kind == "jpeg":
+        return jpeg_recompress(image, (amount, amount), fixed)
+    if kind == "blur":
+        return gaussian_blur(image, (amount / 10, amount / 10), fixed)
+    return downscale(image, (amount / 100, amount / 100), fixed)
+
+
 @dataclass(frozen=True)
 class View:
     """One way of seeing the images: which rows it covers and how it changes each."""
@@ -96,9 +110,12 @@ def parse_view(spec: str) -> View:
     others on train only; ``sbi`` views cover real images only)."""
     name, _, splits = spec.partition(":")
     kind = name.rstrip("0123456789")
-    if kind not in ("clean", "aug", "sbi"):
-        raise ValueError(f"unknown view {name!r}; views are clean, aug<N>, sbi<N>")
-    default = ("train", "val", "test") if kind == "clean" else ("train",)
+    if kind not in ("clean", "aug", "sbi", "jpeg", "blur", "down") or (kind in _FIXED and kind == name):
+        raise ValueError(
+            f"unknown view {name!r}; views are clean, aug<N>, sbi<N>, jpeg<quality>, blur<sigma x 10>, "
+            "down<percent>"
+        )
+    default = ("train", "val", "test") if kind == "clean" else ("test",) if kind in _FIXED else ("train",)
     chosen = tuple(splits.split("+")) if splits else default
     return View(name, chosen, ("real",) if kind == "sbi" else ("real", "fake"))
 
@@ -116,6 +133,8 @@ class ViewRenderer:
             return image
         if view.kind == "aug":
             return degrade(image, rng)
+        if view.kind in _FIXED:
+            return apply_fixed_degradation(image, view.kind, int(view.name[len(view.kind) :]))
         from deepfake_detector.training.pseudo_fakes import (
             find_face_landmarks,
             load_landmark_models,

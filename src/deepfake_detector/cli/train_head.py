@@ -1,0 +1,31 @@
+"""``deepfake-detector train-head``: the CLIP detector's recipe (frozen features, then a light head)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train-head",
+        help="train the CLIP detector's head on cached frozen features (configs/clip-b16-v1.yaml)",
+        description="Provision the CLIP backbone, extract features per view (resumable shards), fit the "
+        "head, calibrate it on the val split and write bundle/ (what the package ships) and model/.",
+    )
+    parser.add_argument("--config", "-c", required=True, help="YAML file of HeadTrainingConfig fields")
+    parser.add_argument("--output-dir", "-o", help="overrides the config's output_dir")
+    parser.add_argument("--manifest", help="overrides the config's manifest (path,label,source,split)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from transformers import HfArgumentParser
+
+    from deepfake_detector.training.head import HeadTrainingConfig, run_head_training
+
+    (config,) = HfArgumentParser(HeadTrainingConfig).parse_yaml_file(args.config)
+    overrides = {key: value for key in ("output_dir", "manifest") if (value := getattr(args, key))}
+    run_head_training(replace(config, **overrides))
+    return 0
