@@ -9,8 +9,9 @@ What it does, all in one run:
 
 1. The model: a ViT-B/16-shaped checkpoint (transformers' ``ViTConfig`` defaults: 224 px, patch 16,
    12 layers of width 768; random weights, seed 0; labels Realism/Deepfake) saved with its
-   ``ViTImageProcessor``, or the checkpoint folder given with ``--model``. The project ships no model
-   of its own yet; when it does, pass its folder.
+   ``ViTImageProcessor``, or the checkpoint folder given with ``--model`` (for the default model, the
+   folder ``python -c "from deepfake_detector.modeling.checkpoints import resolve_checkpoint;
+   print(resolve_checkpoint('clip-b16-v1').folder)"`` prints).
 2. The images: ``--images`` JPEG files (quality 90) of mixed sizes, by default a quarter of them
    camera-size (4000x3000 and 3000x4000), the rest 1920x1080 down to 512x512. Their content is made up
    (smooth colour fields, shapes, sensor-like noise) but they are real JPEG files, decoded like photos.
@@ -67,6 +68,8 @@ PIPELINE_SCRIPT = """
 import json, sys
 from transformers import pipeline
 from transformers.utils import logging
+from deepfake_detector.modeling.clip_detector import register_auto_classes
+register_auto_classes()  # the project's CLIP detector is a custom class, known once registered
 logging.set_verbosity_error()
 logging.disable_progress_bar()
 model, listing, out = sys.argv[1:]

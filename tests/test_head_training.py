@@ -44,7 +44,7 @@ def test_recipe_writes_a_bundle_whose_model_scores_as_the_cached_features_say(ti
     config = tmp_path / "head.yaml"
     config.write_text(
         f"manifest: {manifest}\nfeature_cache: {tmp_path / 'features'}\nbackbone: {tiny_backbone[1]}\n"
-        "views: [clean, aug1]\nepochs: 20\nbatch_size: 4\nextraction_precision: fp32\ntarget_fpr: 0.2\n"
+        "views: [clean, aug1]\nextraction_precision: fp32\ntarget_fpr: 0.2\n"
     )
     assert main(["train-head", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 0
     run = tmp_path / "run"

@@ -5,7 +5,7 @@ the weakest features for this task in our trial. Forgery traces live in the midd
 the last one (the premise of RINE and of UniversalFakeDetect's successors), so the head here reads the
 class token after every block plus the mean patch token of the last block, standardises them with
 statistics fitted on the training features (stored as buffers, so they travel with the checkpoint),
-and classifies them with a linear layer (or a small MLP).
+and classifies them with a linear layer.
 
 The classes are registered with transformers' Auto classes (`register_auto_classes`, the way
 transformers documents custom models), so a saved folder loads with
@@ -33,7 +33,6 @@ class ClipDetectorConfig(PretrainedConfig):
         feature_blocks: Blocks (1-based, as in ``hidden_states``) whose class token the head reads.
             None: every block.
         use_mean_patch_token: Also read the mean patch token of the last block.
-        head_hidden_size: 0 for a linear head, else the width of a one-hidden-layer MLP.
         initializer_factor: CLIP's weight-init scale (used for randomly initialised test models).
     """
 
@@ -45,7 +44,6 @@ class ClipDetectorConfig(PretrainedConfig):
         vision_config: dict | CLIPVisionConfig | None = None,
         feature_blocks: list[int] | None = None,
         use_mean_patch_token: bool = True,
-        head_hidden_size: int = 0,
         initializer_factor: float = 1.0,
         **kwargs,
     ) -> None:
@@ -61,9 +59,6 @@ class ClipDetectorConfig(PretrainedConfig):
             )
         self.feature_blocks = blocks
         self.use_mean_patch_token = use_mean_patch_token
-        if head_hidden_size < 0:
-            raise ValueError(f"head_hidden_size must be 0 (linear) or more, got {head_hidden_size}")
-        self.head_hidden_size = head_hidden_size
         self.initializer_factor = initializer_factor
         super().__init__(**kwargs)
 
@@ -87,7 +82,7 @@ def compute_token_features(hidden_states, feature_blocks, use_mean_patch_token: 
 
 
 class ClipDetectorForImageClassification(CLIPPreTrainedModel):
-    """CLIP image tower + standardised multi-block features + linear (or MLP) head."""
+    """CLIP image tower + standardised multi-block features + linear head."""
 
     config_class = ClipDetectorConfig
     base_model_prefix = "clip_detector"
@@ -102,14 +97,7 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         # Fitted on the training features by the head's trainer; identity until then.
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_scale", torch.ones(width))
-        if config.head_hidden_size:
-            self.classifier = nn.Sequential(
-                nn.Linear(width, config.head_hidden_size),
-                nn.GELU(),
-                nn.Linear(config.head_hidden_size, config.num_labels),
-            )
-        else:
-            self.classifier = nn.Linear(width, config.num_labels)
+        self.classifier = nn.Linear(width, config.num_labels)
         self.post_init()
 
     def _init_weights(self, module) -> None:
