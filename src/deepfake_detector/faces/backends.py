@@ -114,7 +114,8 @@ class DlibHogDetector:
         return _detect_scaled(image, self.max_side_px, find)
 
 
-def _face_recognition_models_file(name: str) -> str:
+def face_recognition_models_file(name: str) -> str:
+    """Path of a model file shipped in ``face_recognition_models`` (extra ``faces-cnn``)."""
     # find_spec locates the package without importing it: its __init__ needs pkg_resources, which
     # recent setuptools no longer ship; only the data files are used.
     spec = importlib.util.find_spec("face_recognition_models")
@@ -142,7 +143,7 @@ class DlibCnnDetector:
         _check_max_side(max_side_px)
         dlib = require("dlib", "faces")
         self._detector = dlib.cnn_face_detection_model_v1(
-            _face_recognition_models_file("mmod_human_face_detector.dat")
+            face_recognition_models_file("mmod_human_face_detector.dat")
         )
         self.upsample = upsample
         self.max_side_px = max_side_px

@@ -88,11 +88,12 @@ def load_landmark_models() -> tuple:
     Raises:
         MissingExtraError: dlib or ``face_recognition_models`` is not installed (extra ``faces-cnn``).
     """
+    from deepfake_detector.faces.backends import face_recognition_models_file
     from deepfake_detector.optional import require
 
     dlib = require("dlib", "faces")
-    models = require("face_recognition_models", "faces-cnn")
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(models.pose_predictor_model_location())
+    predictor = dlib.shape_predictor(face_recognition_models_file("shape_predictor_68_face_landmarks.dat"))
+    return dlib.get_frontal_face_detector(), predictor
 
 
 def render_landmark_mask(size: tuple[int, int], landmarks: np.ndarray, rng: RandomSource) -> np.ndarray:
