@@ -118,3 +118,36 @@ def test_training_with_pseudo_fakes_counts_them_in_its_steps(tmp_path):
     result = train(config)
     # 12 images plus one pseudo-fake per real image (6): 18 items, 3 batches of 6.
     assert result.train_images == 12 and result.global_step == 3
+
+
+def test_landmark_mask_follows_the_hull_of_the_landmarks():
+    from deepfake_detector.training.pseudo_fakes import render_landmark_mask
+
+    # A face's landmarks in the left half of a 200 x 100 image: the blend must stay there.
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    landmarks = np.stack([50 + 30 * np.cos(angles), 50 + 35 * np.sin(angles)], axis=1).astype(np.float32)
+    for seed in range(10):
+        mask = render_landmark_mask((200, 100), landmarks, random.Random(seed))  # (H, W)
+        assert mask.shape == (100, 200)
+        assert mask[50, 50] > 0.9, "inside the hull is blended"
+        assert mask[:, 120:].max() < 0.05, "far outside the hull is untouched"
+
+
+def test_landmark_self_blend_changes_only_the_face_of_a_real_photo():
+    from skimage import data
+
+    from deepfake_detector.training.pseudo_fakes import find_face_landmarks, load_landmark_models
+
+    photo = Image.fromarray(data.astronaut())  # public domain; the face is in the upper middle
+    landmarks = find_face_landmarks(photo, load_landmark_models())
+    assert landmarks is not None and landmarks.shape == (68, 2)
+    left, top = landmarks.min(axis=0)
+    right, bottom = landmarks.max(axis=0)
+    assert 150 < left < right < 300 and 50 < top < bottom < 250  # the astronaut's face
+    blended = np.asarray(make_self_blended(photo, random.Random(0), landmarks), dtype=np.int16)
+    changed = np.abs(blended - np.asarray(photo, dtype=np.int16)).max(axis=2) > 3  # (H, W)
+    assert changed.any()
+    rows, cols = np.nonzero(changed)
+    margin = 0.4 * (right - left)  # the hull is scaled up to 1.1x and feathered
+    assert cols.min() > left - margin and cols.max() < right + margin
+    assert rows.min() > top - margin and rows.max() < bottom + margin
