@@ -60,7 +60,7 @@ batch_size, actors = int(batch_size), int(actors)
 paths = open(listing).read().split("\\n")
 import torch
 from deepfake_detector import Detector
-from deepfake_detector.inference.distributed import DetectorSpec, RayScoringConfig, score_with_ray
+from deepfake_detector.inference.distributed import DetectorConfig, RayScoringConfig, score_with_ray
 
 def rate(stamps):
     # From the first batch's arrival to the last: the rows after the first batch over that time.
@@ -88,7 +88,7 @@ init_s = time.perf_counter() - start
 stamps = []
 start = time.perf_counter()
 config = RayScoringConfig(num_actors=actors, batch_size=batch_size, format="jsonl", verbose=False)
-result = score_with_ray(paths, shards, DetectorSpec(model), config,
+result = score_with_ray(paths, shards, DetectorConfig(model), config,
                         on_rows=lambda n: stamps.append((time.perf_counter(), n)))
 first_rows_s = stamps[0][0] - start
 print(json.dumps({"local": local, "local_one": local_one, "ray": rate(stamps), "ray_init_s": init_s,

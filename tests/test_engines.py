@@ -40,7 +40,7 @@ def test_auto_picks_bf16_only_where_the_cpu_computes_it():
     assert pick(NO_BF16).precision == "fp32" and "no native bf16" in pick(NO_BF16).reason
     assert pick(AMX, device="cuda").precision == "fp32"
     explicit = resolve_engine("torch", "fp32", onnx_precision=None, device="cpu", cpu=AMX)
-    assert explicit.precision == "fp32" and explicit.reason == "--precision fp32 was asked for"
+    assert explicit.precision == "fp32" and explicit.reason == "precision='fp32' was asked for"
 
 
 def test_auto_picks_the_onnx_export_at_its_own_precision():
@@ -51,16 +51,18 @@ def test_auto_picks_the_onnx_export_at_its_own_precision():
 @pytest.mark.parametrize(
     ("engine", "precision", "onnx_precision", "device", "message"),
     [
-        ("tensorrt", "auto", None, "cpu", "--engine 'tensorrt' is not an engine; choose one of: auto, torch"),
-        ("auto", "fp16", None, "cpu", "--precision 'fp16' is not a precision; choose one of: auto, fp32"),
+        ("tensorrt", "auto", None, "cpu", "engine='tensorrt' is not an engine; choose one of: auto, torch"),
+        ("auto", "fp16", None, "cpu", "precision='fp16' is not a precision; choose one of: auto, fp32"),
         ("onnx", "auto", None, "cpu", "deepfake-detector export --format onnx"),
-        ("torch", "auto", "fp32", "cpu", "--engine torch needs PyTorch weights"),
-        ("auto", "int8", "fp32", "cpu", "--precision int8 does not match this ONNX export, which is fp32"),
-        ("auto", "auto", "fp32", "cuda", "--engine onnx runs on the CPU only"),
-        ("auto", "int8", None, "cpu", "--precision int8 runs an int8 export, which checks its parity"),
+        ("torch", "auto", "fp32", "cpu", "engine='torch' needs PyTorch weights"),
+        ("auto", "int8", "fp32", "cpu", "precision='int8' does not match this ONNX export, which is fp32"),
+        ("auto", "auto", "fp32", "cuda", "engine='onnx' runs on the CPU only"),
+        ("auto", "int8", None, "cpu", "precision='int8' runs an int8 export, which checks its parity"),
     ],
 )
-def test_impossible_choices_name_the_flag_and_the_fix(engine, precision, onnx_precision, device, message):
+def test_impossible_choices_name_the_parameter_and_the_fix(
+    engine, precision, onnx_precision, device, message
+):
     with pytest.raises(EngineError) as raised:
         resolve_engine(engine, precision, onnx_precision=onnx_precision, device=device, cpu=NO_BF16)
     assert message in str(raised.value)
@@ -88,11 +90,11 @@ def test_fp32_torch_is_exact_and_decodes_whole_images(seed_checkpoint, varied_im
     np.testing.assert_array_equal(labels, exact_scores[1])
 
 
-@pytest.mark.filterwarnings("ignore:--precision bf16 on a CPU without")
+@pytest.mark.filterwarnings("ignore:precision='bf16' on a CPU without")
 def test_bf16_meets_the_parity_bar(seed_checkpoint, varied_images, exact_scores):
     detector = Detector.from_pretrained(seed_checkpoint, precision="bf16", jpeg_draft=False)
     assert (detector.engine.name, detector.engine.precision) == ("torch", "bf16")
-    assert detector.engine_choice.reason == "--precision bf16 was asked for"
+    assert detector.engine_choice.reason == "precision='bf16' was asked for"
     scores, labels = _scores(detector, varied_images)
     report = compute_score_parity(exact_scores[0], scores, exact_scores[1], labels)
     assert report.passed, report.describe()

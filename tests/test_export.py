@@ -83,9 +83,9 @@ def test_export_folder_holds_what_predict_needs(exported, capsys):
 
 
 def test_export_folder_refuses_other_engines_and_precisions(exported):
-    with pytest.raises(EngineError, match="--engine torch needs PyTorch weights"):
+    with pytest.raises(EngineError, match="engine='torch' needs PyTorch weights"):
         Detector.from_pretrained(exported["fp32"], engine="torch")
-    with pytest.raises(EngineError, match="--precision int8 does not match this ONNX export, which is fp32"):
+    with pytest.raises(EngineError, match="precision='int8' does not match this ONNX export, which is fp32"):
         Detector.from_pretrained(exported["fp32"], precision="int8")
 
 

@@ -21,7 +21,7 @@ import pytest
 from deepfake_detector.cli.main import main
 from deepfake_detector.errors import ManifestError
 from deepfake_detector.inference.distributed import (
-    DetectorSpec,
+    DetectorConfig,
     RayScoringConfig,
     RayScoringError,
     score_with_ray,
@@ -154,7 +154,7 @@ def test_parquet_shards_hold_local_csv_columns_in_face_mode(
     result = score_with_ray(
         [str(mixed_folder)],
         tmp_path / "shards",
-        DetectorSpec(seed_checkpoint),
+        DetectorConfig(seed_checkpoint),
         _config(rows_per_shard=3),
         faces=True,
     )
@@ -184,7 +184,7 @@ def test_rerun_scores_nothing_new_and_leaves_the_output_unchanged(
     tmp_path, mixed_folder, seed_checkpoint, hook_folder
 ):
     output = tmp_path / "shards"
-    spec = DetectorSpec(seed_checkpoint)
+    spec = DetectorConfig(seed_checkpoint)
     first = score_with_ray([str(mixed_folder)], output, spec, _config(format="jsonl"))
     before = _snapshot(output)
 
@@ -213,7 +213,7 @@ def test_killed_actor_is_restarted_and_every_input_appears_once(tmp_path, seed_c
         result = score_with_ray(
             [str(folder)],
             output,
-            DetectorSpec(seed_checkpoint),
+            DetectorConfig(seed_checkpoint),
             _config(format="jsonl", batch_size=2, rows_per_shard=2, max_restarts=2, max_task_retries=2),
         )
     finally:
@@ -239,7 +239,7 @@ def test_uris_and_manifests_name_their_inputs(tmp_path, mixed_folder, seed_check
     inputs = [uri, *load_manifest(manifest), f"file://{tmp_path}/absent/"]
 
     result = score_with_ray(
-        inputs, tmp_path / "shards", DetectorSpec(seed_checkpoint), _config(format="jsonl")
+        inputs, tmp_path / "shards", DetectorConfig(seed_checkpoint), _config(format="jsonl")
     )
 
     rows = {row["source"]: row for row in _jsonl_rows(tmp_path / "shards")}
@@ -277,7 +277,7 @@ def test_actors_that_cannot_fit_the_cluster_are_refused(tmp_path, mixed_folder, 
     output = tmp_path / "shards"
     with pytest.raises(RayScoringError, match="asks for 1 GPUs but the Ray cluster has 0; lower --ray-gpus"):
         score_with_ray(
-            [str(mixed_folder)], output, DetectorSpec(seed_checkpoint), _config(num_gpus_per_actor=1)
+            [str(mixed_folder)], output, DetectorConfig(seed_checkpoint), _config(num_gpus_per_actor=1)
         )
     assert list(output.iterdir()) == []
 

@@ -376,6 +376,10 @@ def test_bf16_setting_resolves(monkeypatch):
     from deepfake_detector.training import trainer
 
     assert trainer.resolve_bf16(True) is True and trainer.resolve_bf16(False) is False
+    from deepfake_detector.inference import engines
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(trainer, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(engines, "detect_cpu_features", lambda: engines.CpuFeatures(amx=True))
     assert trainer.resolve_bf16("auto") is True
+    monkeypatch.setattr(engines, "detect_cpu_features", lambda: engines.CpuFeatures(avx2=True))
+    assert trainer.resolve_bf16("auto") is False  # the same answer inference's precision="auto" gets

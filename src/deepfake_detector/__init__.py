@@ -14,9 +14,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Detector": "deepfake_detector.inference.detector",
     "ModelInfo": "deepfake_detector.inference.detector",
+    "DetectorConfig": "deepfake_detector.inference.config",
     "Prediction": "deepfake_detector.results",
     "VideoPrediction": "deepfake_detector.results",
-    "FaceOptions": "deepfake_detector.inference.faces",
+    "FaceOptions": "deepfake_detector.faces.crops",
+    "FaceOverrides": "deepfake_detector.faces.crops",
     "FaceAggregation": "deepfake_detector.aggregation",
     "FrameAggregation": "deepfake_detector.aggregation",
     "FrameSampling": "deepfake_detector.video.decode",
@@ -33,9 +35,11 @@ __all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
     "__version__",
     "Detector",
     "ModelInfo",
+    "DetectorConfig",
     "Prediction",
     "VideoPrediction",
     "FaceOptions",
+    "FaceOverrides",
     "FaceAggregation",
     "FrameAggregation",
     "FrameSampling",
@@ -52,8 +56,9 @@ if TYPE_CHECKING:
     from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
     from deepfake_detector.errors import CheckpointError, DetectorError, ImageLoadError, LabelMappingError
     from deepfake_detector.export.onnx import export_onnx
+    from deepfake_detector.faces.crops import FaceOptions, FaceOverrides
+    from deepfake_detector.inference.config import DetectorConfig
     from deepfake_detector.inference.detector import Detector, ModelInfo
-    from deepfake_detector.inference.faces import FaceOptions
     from deepfake_detector.modeling.labels import LabelRoles
     from deepfake_detector.results import Prediction, VideoPrediction
     from deepfake_detector.scoring import Thresholds

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepfake_detector.cli.common import (
-    add_image_arguments,
-    add_model_arguments,
-    load_detector,
-    positive_int,
-    probability,
-)
+from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int, probability
 from deepfake_detector.cli.evaluate import add_data_arguments, load_items
 
 
@@ -23,8 +17,7 @@ def add_parser(subparsers) -> None:
         "them into the checkpoint's config.json (in place, or into a copy with --output-model). "
         "`evaluate` refuses to report on the split used here.",
     )
-    add_model_arguments(parser)
-    add_image_arguments(parser)
+    add_detector_arguments(parser)
     add_data_arguments(parser, split="val")
     parser.add_argument(
         "--target-fpr",

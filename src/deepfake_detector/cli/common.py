@@ -1,31 +1,12 @@
-"""Flags shared by every command that loads a model, and the one place they become a `Detector`."""
+"""The loading flags of every command that loads a model, generated from `DetectorConfig`, and the one
+place they become a `DetectorConfig` and a `Detector`."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import MISSING, fields
 
-from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
 from deepfake_detector.modeling.checkpoints import BUNDLED_MODELS, DEFAULT_MODEL, MODEL_ALIASES
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    aliases = ", ".join(f"{alias} = {hub_id}" for alias, hub_id in MODEL_ALIASES.items())
-    group.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=(
-            f"checkpoint folder, Hugging Face hub id, bundled model ({', '.join(BUNDLED_MODELS)}), or alias "
-            f"({aliases}); default: %(default)s, the model shipped with the package"
-        ),
-    )
-    group.add_argument("--revision", help="hub branch, tag or commit to load")
-    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    group.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="accept checkpoints with only pickle weights (pytorch_model.bin); unpickling can run code",
-    )
 
 
 def positive_int(text: str) -> int:
@@ -49,71 +30,134 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--precision, --engine, --jpeg-draft and --workers: how fast, and how exact, scoring is."""
-    from deepfake_detector.inference.engines import ENGINES, PRECISIONS
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
-    group = parser.add_argument_group("speed")
+
+def _add_model(parser, group, item) -> None:
+    aliases = ", ".join(f"{alias} = {hub_id}" for alias, hub_id in MODEL_ALIASES.items())
     group.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto: bf16 on CPUs with AMX/AVX512-BF16, else fp32 (an export: its own precision); fp32: "
-        "exactly the transformers pipeline's scores; int8: an `export --quantize int8` folder "
-        "(default: %(default)s)",
+        "--model",
+        default=DEFAULT_MODEL,
+        help=(
+            f"checkpoint folder, Hugging Face hub id, bundled model ({', '.join(BUNDLED_MODELS)}), or alias "
+            f"({aliases}); default: %(default)s, the model shipped with the package"
+        ),
     )
-    group.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default="auto",
-        help="torch (PyTorch checkpoints) or onnx (folders from `deepfake-detector export`); auto picks "
-        "by what --model holds (default: %(default)s)",
-    )
+
+
+def _add_jpeg_draft(parser, group, item) -> None:
     group.add_argument(
         "--jpeg-draft",
         choices=("auto", "on", "off"),
         default="auto",
-        help="decode JPEGs far larger than the model input at 1/2-1/8 scale: faster, scores within "
-        "the parity bar but not identical; auto: on unless --precision fp32 (default: %(default)s)",
+        help=item.metadata["help"].replace("None (auto)", "auto") + " (default: %(default)s)",
     )
+
+
+def _add_thresholds(parser, group, item) -> None:
+    band = group.add_mutually_exclusive_group()
+    band.add_argument(
+        "--threshold",
+        type=probability,
+        metavar="T",
+        help="call an image fake when its fake score >= T (default: the checkpoint's calibrated "
+        "threshold, else 0.5)",
+    )
+    band.add_argument(
+        "--uncertain-band",
+        type=probability,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="real below LOW, fake at or above HIGH, 'uncertain' in between",
+    )
+
+
+def _add_faces(parser, group, item) -> None:
+    from deepfake_detector.cli.media import add_face_arguments
+
+    add_face_arguments(parser)  # a group of their own
+
+
+def _add_plain(parser, group, item) -> None:
+    """A flag for a plain field: its type, default and help from the declaration."""
+    default = item.default if item.default is not MISSING else None
+    help_text = item.metadata["help"]
+    if isinstance(default, bool):
+        group.add_argument(_flag(item.name), action="store_true", help=help_text)
+        return
+    kinds = {"max_pixels": positive_int, "workers": non_negative_int}
     group.add_argument(
-        "--workers",
-        type=non_negative_int,
-        help="threads that decode and preprocess ahead of the model (0: none; default: one per CPU, "
-        "at most 4)",
+        _flag(item.name),
+        type=kinds.get(item.name, type(default) if default is not None else str),
+        choices=item.metadata.get("choices"),
+        default=default,
+        help=help_text + ("; default: %(default)s" if default is not None else ""),
     )
 
 
-def add_image_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        help="refuse images with more pixels than this (decompression-bomb guard); default: %(default)s",
+# Fields whose flags are not one flag of the field's own type; every other field gets `_add_plain`.
+_SPECIAL_FLAGS = {
+    "model": _add_model,
+    "jpeg_draft": _add_jpeg_draft,
+    "thresholds": _add_thresholds,
+    "faces": _add_faces,
+}
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """Every loading flag, one or more per field of `DetectorConfig`, so that each command that loads a
+    model takes the same ones and a new option reaches every command at once.
+
+    Args:
+        parser: The command's parser.
+        skip: Fields the command declares itself (``serve`` has its own ``--max-pixels`` limit); they
+            are then taken from the same-named flag.
+    """
+    from deepfake_detector.inference.config import DetectorConfig
+
+    group = parser.add_argument_group("model loading (the same on every command that loads a model)")
+    for item in fields(DetectorConfig):
+        if item.name not in skip:
+            _SPECIAL_FLAGS.get(item.name, _add_plain)(parser, group, item)
+
+
+def _thresholds(args: argparse.Namespace):
+    from deepfake_detector.scoring import Thresholds
+
+    if args.threshold is not None:
+        return Thresholds.single(args.threshold)
+    if args.uncertain_band is not None:
+        low, high = args.uncertain_band
+        if low > high:
+            raise SystemExit(
+                f"deepfake-detector {args.command}: error: --uncertain-band LOW ({low}) exceeds HIGH ({high})"
+            )
+        return Thresholds(real=low, fake=high)
+    return None
+
+
+def detector_config(args: argparse.Namespace):
+    """The `DetectorConfig` the loading flags describe, as given: nothing is decided here."""
+    from deepfake_detector.cli.media import face_overrides
+    from deepfake_detector.inference.config import DetectorConfig
+
+    readers = {
+        "jpeg_draft": lambda: {"on": True, "off": False}.get(args.jpeg_draft),
+        "thresholds": lambda: _thresholds(args),
+        "faces": lambda: face_overrides(args),
+    }
+    return DetectorConfig(
+        **{
+            item.name: readers[item.name]() if item.name in readers else getattr(args, item.name)
+            for item in fields(DetectorConfig)
+        }
     )
 
 
-def detector_spec(args: argparse.Namespace, thresholds=None):
-    """The `DetectorSpec` (the arguments of `Detector.from_pretrained`) the flags describe."""
-    from deepfake_detector.inference.distributed import DetectorSpec
-
-    return DetectorSpec(
-        model=args.model,
-        revision=args.revision,
-        device=args.device,
-        thresholds=thresholds,
-        max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS),
-        allow_pickle=args.allow_pickle,
-        precision=getattr(args, "precision", "auto"),
-        engine=getattr(args, "engine", "auto"),
-        jpeg_draft={"on": True, "off": False}.get(getattr(args, "jpeg_draft", "auto")),
-        workers=getattr(args, "workers", None),
-    )
-
-
-def load_detector(args: argparse.Namespace, thresholds=None):
-    """Builds the `Detector` the flags describe."""
+def load_detector(args: argparse.Namespace):
+    """Builds the `Detector` the loading flags describe."""
     from deepfake_detector.cli.main import quiet_libraries
 
     quiet_libraries()
-    return detector_spec(args, thresholds).build()
+    return detector_config(args).build()

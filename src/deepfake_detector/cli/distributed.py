@@ -103,19 +103,19 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
         raise SystemExit(f"{prefix} --timeline draws plots locally; it can't be combined with --ray")
 
 
-def run_ray(args: argparse.Namespace, inputs: list[str], thresholds) -> int:
+def run_ray(args: argparse.Namespace, inputs: list[str]) -> int:
     """Scores ``inputs`` with `score_with_ray` as the flags say; prints predict's summary line."""
     from tqdm import tqdm
 
-    from deepfake_detector.cli.common import detector_spec
+    from deepfake_detector.cli.common import detector_config
     from deepfake_detector.cli.main import quiet_libraries
     from deepfake_detector.cli.media import media_options
     from deepfake_detector.inference.distributed import RayScoringConfig, score_with_ray
     from deepfake_detector.io.inputs import ScanStats
 
     quiet_libraries()
-    spec = detector_spec(args, thresholds)
-    options = media_options(args)  # as given: every actor merges them over the checkpoint's settings
+    spec = detector_config(args)  # as given, face flags included: every actor loads its detector from it
+    options = media_options(args)
     config = RayScoringConfig(
         address=args.ray or None,
         num_actors=args.ray_actors,

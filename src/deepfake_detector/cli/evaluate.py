@@ -6,8 +6,7 @@ import argparse
 import math
 import sys
 
-from deepfake_detector.cli.common import add_image_arguments, add_model_arguments, load_detector, positive_int
-from deepfake_detector.cli.media import add_face_arguments, face_overrides
+from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
 
 DEFAULT_PERTURBATIONS_HELP = "jpeg:90,70,50,30 blur:1,2 downscale:0.5,0.25"
 
@@ -88,8 +87,7 @@ def add_parser(subparsers) -> None:
         "report.md and plots into --out. Decisions use the checkpoint's own threshold (set it with "
         "`calibrate` on a validation split). Exit code 1 when any image failed (see its error row).",
     )
-    add_model_arguments(parser)
-    add_image_arguments(parser)
+    add_detector_arguments(parser)  # face flags too: video files in the data are scored per video
     add_data_arguments(parser, split=None)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report (created)")
     parser.add_argument(
@@ -110,7 +108,6 @@ def add_parser(subparsers) -> None:
         help="bootstrap resamples for 95%% intervals; 0 skips them (%(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (%(default)s)")
-    add_face_arguments(parser)  # video files in the data are scored per video: video-level metrics
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     parser.set_defaults(run=run)
 
@@ -134,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
     if selection.note:  # loudly, before minutes of scoring: the report is not on what one may assume
         print(f"deepfake-detector evaluate: note: {selection.note}", file=sys.stderr)
     detector = load_detector(args)
-    faces = face_overrides(args)  # the flags as given; the detector merges them over the checkpoint's
     report = evaluate(
         detector,
         selection.images,
@@ -146,11 +142,10 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         split=selection.split,
         progress=not args.quiet,
-        faces=faces,
         split_note=selection.note,
     )
     if not args.quiet:
-        if (options := detector.resolve_faces(faces)) is not None:
+        if (options := detector.face_options) is not None:
             print(
                 f"face crops: {options.detector}, margin {options.margin_ratio:g}, faces combined by "
                 f"{options.aggregation.strategy}"

@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from deepfake_detector.cli.common import add_image_arguments, add_model_arguments, load_detector
-from deepfake_detector.cli.media import add_face_arguments, face_overrides
+from deepfake_detector.cli.common import add_detector_arguments, load_detector
 from deepfake_detector.explain.heatmaps import METHODS
 
 
@@ -21,8 +20,7 @@ def add_parser(subparsers) -> None:
         "any input failed.",
     )
     parser.add_argument("paths", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
-    add_model_arguments(parser)
-    add_image_arguments(parser)
+    add_detector_arguments(parser)
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -38,7 +36,6 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="also save each raw heatmap (H, W), float32 in [0, 1], as .npy",
     )
-    add_face_arguments(parser, what="explain", inputs="images")
     parser.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     parser.add_argument("--format", choices=("table", "jsonl"), default="table", help="row format on stdout")
     parser.set_defaults(run=run)
@@ -91,13 +88,12 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out!r}: cannot create the folder ({error.strerror or error})"
         ) from None
     detector = load_detector(args)
-    faces = face_overrides(args)  # the flags as given; the detector merges them over the checkpoint's
     if args.format == "table":
         sys.stdout.write(f"{'verdict':<10} {'fake_score':>10}  {'peak_xy':<11} source -> overlay\n")
     used: set[str] = set()
     failed = 0
     inputs = expand_inputs(args.paths, recursive=args.recursive)
-    for explanation in detector.iter_explain(inputs, method=args.method, faces=faces):
+    for explanation in detector.iter_explain(inputs, method=args.method):  # face mode: as loaded
         row = {**explanation.to_dict(), "overlay": None, "heatmap_npy": None}
         if explanation.ok:
             # The method the library resolved ("auto" becomes rollout or gradcam), so names say which.

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from deepfake_detector.cli.common import add_engine_arguments, add_model_arguments, load_detector
+from deepfake_detector.cli.common import add_detector_arguments, load_detector
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "info", help="show a checkpoint's labels, role mapping, input size, normalisation and size"
     )
-    add_model_arguments(parser)
-    add_engine_arguments(parser)
+    add_detector_arguments(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(run=run)
 

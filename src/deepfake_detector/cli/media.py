@@ -35,23 +35,21 @@ FACES_DEFAULT_HELP = (
 )
 
 
-def add_face_arguments(
-    parser: argparse.ArgumentParser, *, what: str = "score", inputs: str = "images and video frames"
-) -> None:
+def add_face_arguments(parser: argparse.ArgumentParser) -> None:
     """--faces/--no-faces, --face-detector, --face-margin and --face-strategy.
 
     Their defaults are None, so that `face_overrides` can tell a flag given from one left out: the
     library (`resolve_face_options`) lets a flag given win, and fills the rest from the checkpoint's
     face settings, then its own defaults.
     """
-    faces = parser.add_argument_group("faces")
+    faces = parser.add_argument_group("faces (model loading: the same on every command that loads a model)")
     faces.add_argument(
         "--faces",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help=f"find the faces in {inputs} and {what} a crop of each; an image's score is its "
-        "most-fake face (--face-strategy); an image without a face is handled whole and flagged no_face; "
-        + FACES_DEFAULT_HELP,
+        help="find the faces in images and video frames and score (or explain) a crop of each; an "
+        "image's score is its most-fake face (--face-strategy); an image without a face is handled whole "
+        "and flagged no_face; " + FACES_DEFAULT_HELP,
     )
     faces.add_argument(
         "--face-detector",
@@ -87,7 +85,8 @@ def face_overrides(args: argparse.Namespace):
 
 
 def add_media_arguments(parser: argparse.ArgumentParser) -> None:
-    add_face_arguments(parser)
+    """Video sampling and aggregation, and --timeline (the face flags are loading flags:
+    `deepfake_detector.cli.common.add_detector_arguments`)."""
     video = parser.add_argument_group("video (mp4, m4v, mov, mkv, webm, avi)")
     sampling = video.add_mutually_exclusive_group()
     sampling.add_argument(
@@ -124,12 +123,12 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def media_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `Detector.iter_predict_media` that the flags describe, as given."""
+    """The keyword arguments of `Detector.iter_predict_media` that the video flags describe (face mode
+    travels in the `DetectorConfig`)."""
     from deepfake_detector.aggregation import FrameAggregation
     from deepfake_detector.video.decode import FrameSampling
 
     return {
-        "faces": face_overrides(args),
         "sampling": FrameSampling(num_frames=args.frames, every_s=args.every),
         "aggregation": FrameAggregation(strategy=args.video_strategy, k=args.top_k),
     }

@@ -10,14 +10,7 @@ import argparse
 import contextlib
 import sys
 
-from deepfake_detector.cli.common import (
-    add_engine_arguments,
-    add_image_arguments,
-    add_model_arguments,
-    load_detector,
-    positive_int,
-    probability,
-)
+from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
 from deepfake_detector.cli.distributed import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
 from deepfake_detector.cli.media import add_media_arguments, media_options, timeline_path
 from deepfake_detector.io.writers import (
@@ -50,9 +43,7 @@ def add_parser(subparsers) -> None:
         help="also score the inputs a manifest lists: a .csv or .parquet file with a 'path' column, or a "
         "text file with one input per line; relative paths are relative to the manifest (repeatable)",
     )
-    add_model_arguments(parser)
-    add_image_arguments(parser)
-    add_engine_arguments(parser)
+    add_detector_arguments(parser)
     add_media_arguments(parser)
     parser.add_argument(
         "--format",
@@ -66,17 +57,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=8, help="images per model call (%(default)s)"
     )
-    band = parser.add_mutually_exclusive_group()
-    band.add_argument(
-        "--threshold", type=probability, metavar="T", help="call an image fake when its fake score >= T"
-    )
-    band.add_argument(
-        "--uncertain-band",
-        type=probability,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        help="real below LOW, fake at or above HIGH, 'uncertain' in between",
-    )
     parser.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     parser.add_argument(
         "--resume",
@@ -86,21 +66,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     add_ray_arguments(parser)
     parser.set_defaults(run=run)
-
-
-def _thresholds(args: argparse.Namespace):
-    from deepfake_detector.scoring import Thresholds
-
-    if args.threshold is not None:
-        return Thresholds.single(args.threshold)
-    if args.uncertain_band is not None:
-        low, high = args.uncertain_band
-        if low > high:
-            raise SystemExit(
-                f"deepfake-detector predict: error: --uncertain-band LOW ({low}) exceeds HIGH ({high})"
-            )
-        return Thresholds(real=low, fake=high)
-    return None
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -126,14 +91,14 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from deepfake_detector.cli.distributed import run_ray
 
-        return run_ray(args, named, _thresholds(args))
+        return run_ray(args, named)
     fmt = args.format or infer_format(args.output)
     done: set[str] = set()
     if args.resume and not args.output:
         raise SystemExit("deepfake-detector predict: error: --resume needs --output FILE to resume from")
-    detector = load_detector(args, thresholds=_thresholds(args))
-    options = media_options(args)  # the flags as given; the detector merges them over the checkpoint's
-    summary = detector.resolve_faces(options["faces"]) is not None
+    detector = load_detector(args)  # face flags included: the detector merges them over the checkpoint's
+    options = media_options(args)
+    summary = detector.face_options is not None  # face mode: rows carry face counts
     if args.resume:
         try:
             done = load_done_sources(args.output, fmt, summary=summary)

@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import MISSING, fields
 
-from deepfake_detector.cli.common import add_model_arguments, load_detector
+from deepfake_detector.cli.common import add_detector_arguments, detector_config
 from deepfake_detector.serving.config import API_KEY_ENV, ServeConfig
 
 
@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
         description="Serve POST /v1/predict, /v1/predict/video, /v1/explain, GET /v1/model, /healthz, "
         "/readyz, and a web page at /. API documentation at /docs once it runs.",
     )
-    add_model_arguments(parser)
+    # --max-pixels is the server's own limit (ServeConfig, below), applied to uploads and the detector.
+    add_detector_arguments(parser, skip=("max_pixels",))
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (%(default)s: this machine only)"
     )
@@ -62,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "serve")
     require("fastapi", "serve")
     require("python_multipart", "serve")  # FastAPI needs it to read uploads
+    from deepfake_detector.cli.main import quiet_libraries
     from deepfake_detector.serving.app import build_app
 
-    app = build_app(load_detector(args), config)
+    quiet_libraries()
+    app = build_app(detector_config(args), config)  # the server's own --max-pixels, for the detector too
     if config.api_key is None and not _is_loopback(args.host):
         print(
             f"deepfake-detector serve: warning: listening on {args.host} without an API key; anyone who "

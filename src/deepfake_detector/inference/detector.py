@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from itertools import groupby, islice
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,7 @@ from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import Calibration, Thresholds
 
 if TYPE_CHECKING:
+    from deepfake_detector.inference.config import DetectorConfig
     from deepfake_detector.video.decode import FrameSampling
 
 DEFAULT_BATCH_SIZE = 8
@@ -160,7 +161,8 @@ class Detector:
         self.device = device
         self.max_pixels = max_pixels
         self._explainer_model = None  # a float32 copy (eager attention for a ViT), made by explain()
-        # Face mode by default: set for checkpoints trained on face crops (config.json says how).
+        # Face mode when a call leaves ``faces`` out: the checkpoint's stored settings (config.json says
+        # how it was trained), under the ``faces`` that `from_pretrained` was given.
         self.face_options = face_options
 
     @classmethod
@@ -179,6 +181,7 @@ class Detector:
         engine: str = "auto",
         jpeg_draft: bool | None = None,
         workers: int | None = None,
+        faces: FaceChoice = None,
         **model_kwargs,
     ) -> Detector:
         """Loads the bundled model (default), a local folder, a hub id, or an alias such as ``seed-v2``.
@@ -208,6 +211,9 @@ class Detector:
                 the parity bar but not identical. None (default): on unless ``precision="fp32"``.
             workers: Threads that decode and preprocess ahead of the model in `iter_predict`
                 (0: none); default: one per CPU, at most 4.
+            faces: The detector's face mode when a call leaves ``faces`` out (`face_options`): None
+                (default) as the checkpoint says, ``True``/``False``, `FaceOptions`, or `FaceOverrides`
+                merged over the checkpoint's settings (`resolve_face_options`).
             **model_kwargs: Passed to ``from_pretrained`` of the model.
 
         Raises:
@@ -239,7 +245,7 @@ class Detector:
             config = model.config
         roles = resolve_label_roles(config.id2label)
         calibration = Calibration.from_config(config)
-        face_options = _load_face_options(config, checkpoint.name)
+        face_options = resolve_face_options(faces, _load_face_options(config, checkpoint.name))
         if thresholds is not None:
             calibration = replace(calibration, thresholds=thresholds)
         detector = cls(
@@ -260,6 +266,17 @@ class Detector:
         detector.engine_choice = choice
         detector._export_info = export_info
         return detector
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, **model_kwargs) -> Detector:
+        """Loads the detector a `DetectorConfig` describes (what the CLI, the server and Ray actors do).
+
+        Raises:
+            CheckpointError: As `from_pretrained`.
+            EngineError: As `from_pretrained`.
+        """
+        settings = {item.name: getattr(config, item.name) for item in fields(config)}
+        return cls.from_pretrained(settings.pop("model"), **settings, **model_kwargs)
 
     @property
     def thresholds(self) -> Thresholds:

@@ -10,8 +10,9 @@ and retrying their batches); nothing here is a home-made engine. What this modul
   manifests through `load_manifest` (the CLI). Sources already in the output folder are dropped
   there, so a rerun scores only what is missing.
 - **Scoring.** `BatchScorer` runs in each actor of a Ray Data actor pool (``map_batches``): it builds
-  its `Detector` once from a `DetectorSpec` (the arguments of `Detector.from_pretrained`: engine,
-  precision, device and the rest, as for local ``predict``) and scores one batch per Ray task with
+  its `Detector` once from the `DetectorConfig` it receives as is (the arguments of
+  `Detector.from_pretrained`: engine, precision, device, face mode and the rest, as for local
+  ``predict``) and scores one batch per Ray task with
   `Detector.iter_predict_media`, so every row, error rows included, is the row local ``predict``
   writes. One task is one batch: an actor killed mid-batch costs that batch alone, which Ray re-runs
   on the restarted actor (``max_restarts``, ``max_task_retries``).
@@ -37,24 +38,20 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepfake_detector.errors import DetectorError
-from deepfake_detector.faces.crops import FaceChoice, resolve_face_options
-from deepfake_detector.inference.engines import ENGINES, PRECISIONS
-from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
+from deepfake_detector.faces.crops import FaceChoice
+from deepfake_detector.inference.config import DetectorConfig
 from deepfake_detector.io.inputs import InputProblem, ScanStats, expand_inputs, is_uri
 from deepfake_detector.io.shards import SHARD_FORMATS, ShardWriter, encode_rows, open_shard_folder
-from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL
 from deepfake_detector.optional import require
 from deepfake_detector.results import Prediction, VideoPrediction
 
 if TYPE_CHECKING:
     from deepfake_detector.aggregation import FrameAggregation
-    from deepfake_detector.inference.detector import Detector
-    from deepfake_detector.scoring import Thresholds
     from deepfake_detector.video.decode import FrameSampling
 
 
@@ -62,62 +59,9 @@ class RayScoringError(DetectorError):
     """A Ray scoring job can't start (bad setting, no cluster) or failed; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class DetectorSpec:
-    """How a `Detector` is built: the arguments of `Detector.from_pretrained`.
-
-    Ray actors receive this, not a loaded model, and each loads its own copy on its own device.
-    """
-
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "bundled model (the default), checkpoint folder, Hugging Face hub id, or alias"},
-    )
-    revision: str | None = field(default=None, metadata={"help": "hub branch, tag or commit to load"})
-    device: str = field(
-        default="auto", metadata={"help": "auto (CUDA when the process has a GPU), cpu, cuda, cuda:N"}
-    )
-    precision: str = field(default="auto", metadata={"help": f"one of {', '.join(PRECISIONS)}"})
-    engine: str = field(default="auto", metadata={"help": f"one of {', '.join(ENGINES)}"})
-    thresholds: Thresholds | None = field(
-        default=None, metadata={"help": "decision thresholds; default: those stored in the checkpoint"}
-    )
-    max_pixels: int = field(
-        default=DEFAULT_MAX_PIXELS, metadata={"help": "refuse images with more pixels (bomb guard)"}
-    )
-    allow_pickle: bool = field(
-        default=False, metadata={"help": "accept pickle-only checkpoints (unpickling can run code)"}
-    )
-    jpeg_draft: bool | None = field(
-        default=None, metadata={"help": "decode large JPEGs at reduced scale; None: unless fp32"}
-    )
-    workers: int | None = field(
-        default=None, metadata={"help": "decode threads per detector; None: one per CPU, at most 4"}
-    )
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model", os.fspath(self.model))
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be at least 1, got {self.max_pixels}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {self.workers}")
-
-    def build(self, **overrides) -> Detector:
-        """Loads the detector; ``overrides`` replace fields for this call (e.g. ``device="cpu"``).
-
-        Raises:
-            CheckpointError: As `Detector.from_pretrained`.
-            EngineError: As `Detector.from_pretrained`.
-        """
-        from deepfake_detector.inference.detector import Detector
-
-        settings = {item.name: getattr(self, item.name) for item in fields(self)}
-        settings.update(overrides)
-        return Detector.from_pretrained(settings.pop("model"), **settings)
+# The name this module's `DetectorConfig` argument had before it moved beside `Detector`; kept so that
+# code written for it keeps working.
+DetectorSpec = DetectorConfig
 
 
 @dataclass(frozen=True)
@@ -242,7 +186,9 @@ class BatchScorer:
     directly, but it is an ordinary class so a test can.
     """
 
-    def __init__(self, detector: DetectorSpec, media: dict, fmt: str, summary: bool, batch_size: int) -> None:
+    def __init__(
+        self, detector: DetectorConfig, media: dict, fmt: str, summary: bool, batch_size: int
+    ) -> None:
         """Loads the detector, once for the actor's lifetime.
 
         Args:
@@ -314,7 +260,7 @@ def _restore_uri(prediction: Prediction | VideoPrediction, fetched: dict[str, st
 def score_with_ray(
     inputs: Iterable[str],
     output_dir: str | os.PathLike,
-    detector: DetectorSpec | None = None,
+    detector: DetectorConfig | None = None,
     config: RayScoringConfig | None = None,
     *,
     recursive: bool = False,
@@ -336,10 +282,12 @@ def score_with_ray(
             mounts at the same place; URIs work anywhere the store's credentials are set.
         output_dir: The folder of shards (created when missing). Rows already in it are not scored
             again.
-        detector: How each actor loads its detector; default: the seed model with the defaults.
+        detector: How each actor loads its detector (face mode included); default: the bundled model
+            with the defaults.
         config: Cluster, pool, batch and shard settings; default: `RayScoringConfig()`.
         recursive: Descend into sub-folders and sub-prefixes.
-        faces: Face mode, as for `Detector.predict` (None: as the checkpoint says).
+        faces: Face mode for this call, as for `Detector.predict` (None: as ``detector.faces`` and the
+            checkpoint say).
         sampling: Video frame sampling, as for `Detector.predict_video`.
         aggregation: How frame scores make a video's, as for `Detector.predict_video`.
         stats: Receives counts of files that folder scans passed over (not image or video suffixes).
@@ -359,19 +307,14 @@ def score_with_ray(
         RayScoringError: Ray can't be reached, or the job failed; the shards written so far are kept,
             and a rerun continues from them.
     """
-    from deepfake_detector.inference.detector import load_stored_face_options
-
     started = time.perf_counter()
-    detector = detector or DetectorSpec()
+    detector = detector or DetectorConfig()
     config = config or RayScoringConfig()
     if preflight:
         detector.build(device="cpu", workers=0)
     # Whether rows carry face summaries is known before any actor starts, from the checkpoint's config
     # alone; each actor resolves the same ``faces`` over the same checkpoint, so they agree.
-    stored = load_stored_face_options(
-        detector.model, revision=detector.revision, allow_pickle=detector.allow_pickle
-    )
-    summary = resolve_face_options(faces, stored) is not None
+    summary = detector.resolve_faces(faces) is not None
     media = {"faces": faces, "sampling": sampling, "aggregation": aggregation}
     done = open_shard_folder(output_dir, config.format, summary=summary)
     pending: list[tuple[str, str | None]] = []

@@ -86,6 +86,20 @@ def detect_cpu_features() -> CpuFeatures:
     )
 
 
+def supports_native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bf16 matrix multiplies natively, where bf16 is worth choosing:
+    inference's ``precision="auto"`` and training's ``bf16: auto`` both ask here.
+
+    Args:
+        device: "cpu", "cuda" or "cuda:N".
+    """
+    if device == "cpu":
+        return detect_cpu_features().native_bf16
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 @dataclass(frozen=True)
 class EngineChoice:
     """The engine and precision that will run, and why.
@@ -121,42 +135,42 @@ def resolve_engine(
 
     Raises:
         EngineError: An unknown value, or a combination this checkpoint or machine can't run; the
-            message names the flag and what is accepted.
+            message names the parameter and what is accepted.
     """
     if engine not in ENGINES:
-        raise EngineError(f"--engine {engine!r} is not an engine; choose one of: {', '.join(ENGINES)}")
+        raise EngineError(f"engine={engine!r} is not an engine; choose one of: {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise EngineError(
-            f"--precision {precision!r} is not a precision; choose one of: {', '.join(PRECISIONS)}"
+            f"precision={precision!r} is not a precision; choose one of: {', '.join(PRECISIONS)}"
         )
     if onnx_precision is not None:
         if engine == "torch":
             raise EngineError(
-                "--engine torch needs PyTorch weights, but this folder holds an ONNX export; use --engine "
-                "onnx (or auto), or point --model at the checkpoint it was exported from"
+                "engine='torch' needs PyTorch weights, but this folder holds an ONNX export; use engine "
+                "'onnx' (or 'auto'), or load the checkpoint it was exported from"
             )
         if precision not in ("auto", onnx_precision):
             raise EngineError(
-                f"--precision {precision} does not match this ONNX export, which is {onnx_precision}; use "
-                f"--precision {onnx_precision} (or auto), or export again "
-                f"(deepfake-detector export --format onnx{' --quantize int8' if precision == 'int8' else ''})"
+                f"precision={precision!r} does not match this ONNX export, which is {onnx_precision}; use "
+                f"precision={onnx_precision!r} (or 'auto'), or export again "
+                f"(export_onnx{'(quantize=int8)' if precision == 'int8' else ''})"
             )
         if device != "cpu":
-            raise EngineError(f"--engine onnx runs on the CPU only; use --device cpu, not {device!r}")
+            raise EngineError(f"engine='onnx' runs on the CPU only; use device='cpu', not {device!r}")
         return EngineChoice("onnx", onnx_precision, "the checkpoint folder is an ONNX export")
     if engine == "onnx":
         raise EngineError(
-            "--engine onnx needs an exported folder; write one with `deepfake-detector export --format "
-            "onnx --model M --out DIR` and pass --model DIR"
+            "engine='onnx' needs an exported folder; write one with `export_onnx` (`deepfake-detector "
+            "export --format onnx`) and load that folder"
         )
     if precision == "int8":
         raise EngineError(
-            "--precision int8 runs an int8 export, which checks its parity before it is written; create "
-            "one with `deepfake-detector export --format onnx --quantize int8 --model M --out DIR` and "
-            "pass --model DIR"
+            "precision='int8' runs an int8 export, which checks its parity before it is written; create "
+            "one with `export_onnx(..., quantize='int8')` (`deepfake-detector export --quantize int8`) "
+            "and load that folder"
         )
     if precision != "auto":
-        return EngineChoice("torch", precision, f"--precision {precision} was asked for")
+        return EngineChoice("torch", precision, f"precision={precision!r} was asked for")
     if device != "cpu":
         return EngineChoice("torch", "fp32", f"auto on {device}: fp32, the exact answers")
     if cpu.native_bf16:
@@ -202,7 +216,7 @@ class TorchEngine:
             cpu = detect_cpu_features()
             if device == "cpu" and not cpu.native_bf16:
                 warnings.warn(
-                    f"--precision bf16 on a CPU without AMX or AVX512-BF16 ({cpu.describe()}): PyTorch "
+                    f"precision='bf16' on a CPU without AMX or AVX512-BF16 ({cpu.describe()}): PyTorch "
                     "emulates bf16 matrix multiplies here, far slower than fp32",
                     RuntimeWarning,
                     stacklevel=2,

@@ -76,10 +76,11 @@ async def _read_uploads(files: list[UploadFile]) -> list[Upload]:
 
 
 def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
-    """Builds the REST API and the web page around a loaded detector.
+    """Builds the REST API and the web page around a detector.
 
     Args:
-        detector: A `deepfake_detector.Detector` (anything with its ``predict``/``explain``/``info``).
+        detector: A `DetectorConfig`, loaded here, or an already loaded `deepfake_detector.Detector`
+            (anything with its ``predict``/``explain``/``info``).
         config: Limits, batching and the optional API key; defaults to `ServeConfig()`.
 
     Returns:
@@ -87,7 +88,11 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
         fingerprinted in the application's lifespan, so the app must be run with lifespan events on
         (uvicorn's default).
     """
+    from deepfake_detector.inference.config import DetectorConfig
+
     config = config or ServeConfig()
+    if isinstance(detector, DetectorConfig):
+        detector = detector.build()
     service = DetectorService(detector, config)
     admission = Admission(capacity=config.queue_size)
 

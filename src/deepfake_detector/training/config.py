@@ -263,7 +263,7 @@ class FaceCropConfig:
     """Train and validate on face crops, cut exactly as ``predict --faces`` cuts them.
 
     Each image is cropped to its largest face by the same detector, margin and crop function that
-    inference uses (`deepfake_detector.inference.faces.crop_largest_face`); an image where no face is
+    inference uses (`deepfake_detector.faces.crops.crop_largest_face`); an image where no face is
     found is used whole, and counted in the log and in ``training_run.json``. The settings are written
     into the trained model's ``config.json`` (``deepfake_detector.faces``), so ``predict``, ``evaluate``,
     ``calibrate`` and ``explain`` use face mode with them by default.
@@ -298,7 +298,7 @@ class FaceCropConfig:
 
     def options(self):
         """The `FaceOptions` inference uses for the same crops; None when face crops are off."""
-        from deepfake_detector.inference.faces import FaceOptions
+        from deepfake_detector.faces.crops import FaceOptions
 
         return FaceOptions(detector=self.detector, margin_ratio=self.margin_ratio) if self.enabled else None
 

@@ -22,13 +22,13 @@ from PIL import Image, UnidentifiedImageError
 
 from deepfake_detector.data.labelled import DataError, LabelledImage
 from deepfake_detector.errors import ImageLoadError
-from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, load_image
+from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, try_load_image
 from deepfake_detector.training.augment import Augmentation
 from deepfake_detector.training.pseudo_fakes import make_self_blended
 
 if TYPE_CHECKING:
     from deepfake_detector.faces.backends import FaceDetector
-    from deepfake_detector.inference.faces import FaceOptions
+    from deepfake_detector.faces.crops import FaceOptions
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +105,13 @@ def find_face_crops(
 
     from tqdm import tqdm
 
-    from deepfake_detector.inference.faces import crop_largest_face
+    from deepfake_detector.faces.crops import crop_largest_face
 
     crop_boxes: list[CropBox | None] = []
     no_face: list[str] = []
     for record in tqdm(images, desc="finding faces", unit="img", file=sys.stderr, disable=not progress):
-        try:
-            image = load_image(record.path, max_pixels=max_pixels)
-        except Exception:  # counted as unreadable by the dataset, which meets it again
+        image = try_load_image(record.path, max_pixels=max_pixels)
+        if isinstance(image, Exception):  # counted as unreadable by the dataset, which meets it again
             crop_boxes.append(None)
             continue
         crop_box, _ = crop_largest_face(face_detector, image, options)
@@ -183,10 +182,9 @@ class ImageClassificationDataset:
             record = self.images[position]
             if position in self._bad or (pseudo_fake and record.label != "real"):
                 continue
-            try:
-                image = load_image(record.path, max_pixels=self.max_pixels)
-            except Exception as error:  # ImageLoadError, or any decoder bug a hostile file trips
-                self._skip(position, error)
+            image = try_load_image(record.path, max_pixels=self.max_pixels)
+            if isinstance(image, Exception):  # unreadable, or any decoder bug a hostile file trips
+                self._skip(position, image)
                 continue
             if self.crop_boxes is not None and self.crop_boxes[position] is not None:
                 image = image.crop(self.crop_boxes[position])  # what `cut_faces` cuts at inference

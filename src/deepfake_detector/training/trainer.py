@@ -88,24 +88,16 @@ class TrainResult:
         }
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX); emulated bf16 is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_bf16(setting: bool | str) -> bool:
-    """``"auto"`` becomes True where the device computes in bf16 natively; True/False stay as given."""
+    """``"auto"`` becomes True where the device computes in bf16 natively (the check inference's
+    ``precision="auto"`` uses too); True/False stay as given."""
     if setting != "auto":
         return bool(setting)
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_supports_bf16()
+    from deepfake_detector.inference.engines import supports_native_bf16
+
+    return supports_native_bf16("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def build_model_and_processor(config: ModelConfig):
