@@ -36,19 +36,42 @@ def offline(monkeypatch):
     monkeypatch.setattr(checkpoints, "_download", no_download)
 
 
-def test_the_default_model_is_bundled_complete_and_small():
-    assert DEFAULT_MODEL in BUNDLED_MODELS
-    folder = bundled_model_folder(DEFAULT_MODEL)
-    for name in ("config.json", "preprocessor_config.json", "model.safetensors", "README.md"):
-        assert (folder / name).is_file(), name
-    assert not list(folder.glob("*.bin")), "the bundled model must not carry pickle weights"
-    assert (folder / "model.safetensors").stat().st_size <= MAX_WEIGHTS_BYTES
-    checkpoint = resolve_checkpoint(DEFAULT_MODEL)
-    assert checkpoint.folder == folder and checkpoint.revision is None
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_every_bundled_model_is_complete_and_small(name):
+    folder = bundled_model_folder(name)
+    weights = "head.safetensors" if name == DEFAULT_MODEL else "model.safetensors"
+    for member in ("config.json", "preprocessor_config.json", weights, "README.md"):
+        assert (folder / member).is_file(), member
+    assert not list(folder.glob("*.bin")), "a bundled model must not carry pickle weights"
+    assert (folder / weights).stat().st_size <= MAX_WEIGHTS_BYTES
+    checkpoint = resolve_checkpoint(name)
+    assert checkpoint.revision is None
+    assert (checkpoint.folder / "model.safetensors").is_file()
 
 
-def test_the_bundled_model_is_calibrated_on_a_validation_split():
-    config = json.loads((bundled_model_folder(DEFAULT_MODEL) / "config.json").read_text())
+def test_the_default_ships_only_its_head_and_is_assembled_in_the_cache():
+    from deepfake_detector.modeling.clip_backbone import backbone_folder, cache_root
+
+    shipped = bundled_model_folder(DEFAULT_MODEL)
+    assert not (shipped / "model.safetensors").exists()
+    assert (shipped / "head.safetensors").stat().st_size < 1024 * 1024  # the head, not the backbone
+    assembled = resolve_checkpoint(DEFAULT_MODEL).folder
+    assert assembled.parent == cache_root() / "models"
+    assert backbone_folder().is_dir()
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_no_shipped_file_holds_a_machine_path(name):
+    for member in bundled_model_folder(name).iterdir():
+        if member.suffix in (".json", ".yaml", ".md"):
+            text = member.read_text()
+            for root in ("/work/", "/home/", "/root/", "/tmp/", "/Users/"):
+                assert root not in text, f"{member.name} holds a path under {root}"
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_every_bundled_model_is_calibrated_on_a_validation_split(name):
+    config = json.loads((bundled_model_folder(name) / "config.json").read_text())
     assert config["id2label"] == {"0": "Realism", "1": "Deepfake"}
     stored = config[CONFIG_KEY]
     assert stored["fitted_on"]["split"] == "val"
@@ -85,6 +108,9 @@ def test_an_unknown_bundled_name_is_refused_with_the_known_ones():
 def test_the_transformers_pipeline_runs_it():
     from transformers import pipeline
 
-    classifier = pipeline("image-classification", model=str(bundled_model_folder(DEFAULT_MODEL)))
+    from deepfake_detector.modeling.clip_detector import register_auto_classes
+
+    register_auto_classes()
+    classifier = pipeline("image-classification", model=str(resolve_checkpoint(DEFAULT_MODEL).folder))
     scores = classifier(Image.open(io.BytesIO(jpeg_bytes(64, 64, seed=2))), top_k=None)
     assert {entry["label"] for entry in scores} == set(SEED_LABELS.values())

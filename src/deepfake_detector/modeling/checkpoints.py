@@ -24,8 +24,8 @@ from deepfake_detector.errors import CheckpointError
 SEED_MODEL_ID = "prithivMLmods/Deep-Fake-Detector-v2-Model"
 MODEL_ALIASES = {"seed-v2": SEED_MODEL_ID}
 # Models inside the package: name -> folder under deepfake_detector/models/ (its model card is README.md).
-BUNDLED_MODELS = ("compact-v1",)
-DEFAULT_MODEL = "compact-v1"
+BUNDLED_MODELS = ("clip-b16-v1", "compact-v1")
+DEFAULT_MODEL = "clip-b16-v1"
 
 # model.onnx: a folder written by `deepfake-detector export --format onnx` (weights inside the graph).
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "model.onnx")

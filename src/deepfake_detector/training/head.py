@@ -346,7 +346,7 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
         "temperature": temperature,
         "thresholds": {"fake": threshold, "real": threshold},
         "fitted_on": {
-            "data": Path(config.manifest).name,
+            "data": f"{Path(config.manifest).parent.name}/{Path(config.manifest).name}",
             "split": "val",
             "images": len(val_rows),
             "target_fpr": config.target_fpr,
