@@ -60,7 +60,7 @@ batch_size, actors = int(batch_size), int(actors)
 paths = open(listing).read().split("\\n")
 import torch
 from deepfake_detector import Detector
-from deepfake_detector.inference.distributed import DetectorConfig, RayScoringConfig, score_with_ray
+from deepfake_detector.inference.ray_scoring import DetectorConfig, RayScoringConfig, score_with_ray
 
 def rate(stamps):
     # From the first batch's arrival to the last: the rows after the first batch over that time.

@@ -20,7 +20,7 @@ import pytest
 
 from deepfake_detector.cli.main import main
 from deepfake_detector.errors import ManifestError
-from deepfake_detector.inference.distributed import (
+from deepfake_detector.inference.ray_scoring import (
     DetectorConfig,
     RayScoringConfig,
     RayScoringError,

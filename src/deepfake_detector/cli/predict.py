@@ -1,7 +1,7 @@
 """``deepfake-detector predict``: score files, folders and globs; write one row per input.
 
 With ``--ray`` the same rows are scored on a Ray cluster into a folder of shards
-(`deepfake_detector.cli.distributed`, which says why that is a flag here and not a command of its own).
+(`deepfake_detector.cli.ray_scoring`, which says why that is a flag here and not a command of its own).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import contextlib
 import sys
 
 from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
-from deepfake_detector.cli.distributed import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
 from deepfake_detector.cli.media import add_media_arguments, media_options, timeline_path
+from deepfake_detector.cli.ray_scoring import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
 from deepfake_detector.io.writers import (
     FORMATS,
     RESUMABLE_FORMATS,
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     check_ray_arguments(args)
     named = _inputs(args)
     if args.ray is not None:
-        from deepfake_detector.cli.distributed import run_ray
+        from deepfake_detector.cli.ray_scoring import run_ray
 
         return run_ray(args, named)
     fmt = args.format or infer_format(args.output)

@@ -110,7 +110,7 @@ def run_ray(args: argparse.Namespace, inputs: list[str]) -> int:
     from deepfake_detector.cli.common import detector_config
     from deepfake_detector.cli.main import quiet_libraries
     from deepfake_detector.cli.media import media_options
-    from deepfake_detector.inference.distributed import RayScoringConfig, score_with_ray
+    from deepfake_detector.inference.ray_scoring import RayScoringConfig, score_with_ray
     from deepfake_detector.io.inputs import ScanStats
 
     quiet_libraries()

@@ -606,8 +606,8 @@ class Detector:
             truncated or damaged one is scored from what decodes, with ``stopped_at_s`` and
             ``decode_problem`` saying where and why it stopped.
         """
-        from deepfake_detector.inference.video import predict_video
         from deepfake_detector.video.decode import FrameSampling
+        from deepfake_detector.video.scoring import predict_video
 
         return predict_video(
             self.scorer,

@@ -23,7 +23,7 @@ and retrying their batches); nothing here is a home-made engine. What this modul
   costs little, as a row is a few hundred bytes next to the megabytes of image it came from.
 
 The CLI exposes this as ``deepfake-detector predict ... --ray [ADDRESS]`` (`deepfake_detector.cli.
-distributed`) rather than as a new command: the flags, the rows and the exit codes are those of
+ray_scoring`) rather than as a new command: the flags, the rows and the exit codes are those of
 ``predict``; only where the work runs and where the rows go change.
 """
 

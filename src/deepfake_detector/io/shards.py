@@ -1,6 +1,6 @@
 """A folder of result shards: Parquet or JSON Lines files that together hold one row per input.
 
-Large scoring jobs (`deepfake_detector.inference.distributed`) write their rows here in pieces. The
+Large scoring jobs (`deepfake_detector.inference.ray_scoring`) write their rows here in pieces. The
 folder is the job's state: a shard is written to a hidden temporary file and renamed into place once
 complete, so a job killed at any moment leaves only whole shards, and a rerun skips every source they
 hold (`load_shard_sources`). The rows are those of the local ``predict``: JSON Lines shards hold
