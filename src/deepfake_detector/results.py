@@ -9,8 +9,21 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+class _Outcome:
+    """What every per-input record answers the same way from its ``error`` and ``faces`` fields."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def no_face(self) -> bool | None:
+        """True when faces were searched for and none was found; None when they were not searched for."""
+        return None if self.faces is None else not self.faces
+
+
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(_Outcome):
     """The verdict on one input image.
 
     Attributes:
@@ -41,15 +54,6 @@ class Prediction:
         """The error row of an input that could not be scored."""
         return cls(source, None, None, None, model, revision, error=str(error))
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def no_face(self) -> bool | None:
-        """True when faces were searched for and none was found; None when they were not searched for."""
-        return None if self.faces is None else not self.faces
-
     def to_dict(self) -> dict:
         row = {name: getattr(self, name) for name in self.field_names()}
         if self.faces is not None:  # face mode adds its keys; a row scored whole keeps the plain format
@@ -73,7 +77,7 @@ class Prediction:
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy arrays have no single truth value to compare by
-class Explanation:
+class Explanation(_Outcome):
     """Where the model looked when it scored one image, as a heatmap for the fake class.
 
     Attributes:
@@ -120,15 +124,6 @@ class Explanation:
     ) -> Explanation:
         """The error record of an input that could not be explained."""
         return cls(source, method, None, None, None, None, None, model, revision, error=str(error))
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def no_face(self) -> bool | None:
-        """True when faces were searched for and none was found; None when they were not searched for."""
-        return None if self.faces is None else not self.faces
 
     @property
     def peak_xy(self) -> tuple[int, int] | None:

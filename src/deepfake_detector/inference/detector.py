@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import groupby, islice
 from typing import TYPE_CHECKING
 
@@ -76,21 +76,8 @@ class ModelInfo:
     faces: dict | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "revision": self.revision,
-            "architecture": self.architecture,
-            "id2label": {str(k): v for k, v in self.id2label.items()},
-            "roles": self.roles,
-            "thresholds": self.thresholds,
-            "temperature": self.temperature,
-            "preprocessing": self.preprocessing,
-            "num_parameters": self.num_parameters,
-            "device": self.device,
-            "engine": self.engine,
-            "precision": self.precision,
-            "faces": self.faces,
-        }
+        # Every field, in declaration order; JSON keys are strings, so the label ids become strings.
+        return {**asdict(self), "id2label": {str(k): v for k, v in self.id2label.items()}}
 
 
 def _resolve_device(device: str) -> str:
@@ -394,7 +381,11 @@ class Detector:
         options = self.resolve_faces(faces)
         aggregation = options.aggregation if options is not None else FaceAggregation()
         scorer = self.scorer
-        for scored in self._iter_logits(images, options, batch_size=batch_size, workers=workers):
+        # Resolved options pass through `resolve_faces` unchanged (False: whole images).
+        scored_inputs = self.iter_logits(
+            images, batch_size=batch_size, workers=workers, faces=options or False
+        )
+        for scored in scored_inputs:
             yield scorer.predict(scored, aggregation)
 
     def iter_logits(
@@ -411,13 +402,7 @@ class Detector:
         Evaluation and calibration score through this, so that what they measure and fit is what
         `predict` gives, on every engine (ONNX exports included). Arguments as for `iter_predict`.
         """
-        yield from self._iter_logits(
-            images, self.resolve_faces(faces), batch_size=batch_size, workers=workers
-        )
-
-    def _iter_logits(
-        self, images, options: FaceOptions | None, *, batch_size: int, workers: int | None
-    ) -> Iterator[InputLogits]:
+        options = self.resolve_faces(faces)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if options is not None:
