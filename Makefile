@@ -17,7 +17,7 @@ IMAGES ?= $(EXAMPLES)
 .PHONY: help install backbone test lint demo clean
 
 help:
-	@echo "make demo                                     score the example images with the bundled model"
+	@echo "make demo                                     score the example images with the default model"
 	@echo "make demo MODEL=FOLDER IMAGES='a.jpg folder/'  score your images (with another checkpoint)"
 	@echo "make test                                     lint (ruff) and run the test suite"
 	@echo "make install                                  create .venv with everything pinned"

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -279,24 +280,33 @@ def write_backbone(
     if wrong:
         raise CheckpointError(f"{onnx_path}: wrong shapes for {wrong[:5]}")
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with _staged_folder(folder) as staging:
         config.architectures = ["CLIPVisionModelWithProjection"]
         config.save_pretrained(staging)
         tensors = {name: torch.from_numpy(state[name]).contiguous() for name in sorted(state)}
         save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
         if expected_sha256 is not None:
             _check_hash(staging / "model.safetensors", expected_sha256)
+    return folder
+
+
+@contextmanager
+def _staged_folder(target: Path) -> Iterator[Path]:
+    """A scratch folder beside ``target`` that replaces it only when the block succeeds, so a failure
+    or a kill halfway never leaves a half-written checkpoint where loaders look."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
         staging.chmod(0o755)
-        (staging / "model.safetensors").chmod(0o644)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        for member in staging.iterdir():
+            member.chmod(0o644)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
 
 def _print_to_stderr(message: str) -> None:
@@ -349,9 +359,7 @@ def materialize_head_bundle(
     clash = sorted(set(tower) & set(head))
     if clash:
         raise CheckpointError(f"{bundle}: head.safetensors overlaps the backbone ({clash[:3]})")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with _staged_folder(target) as staging:
         for member in bundle.iterdir():
             if member.is_file() and member.name != "head.safetensors":
                 shutil.copyfile(member, staging / member.name)
@@ -359,11 +367,4 @@ def materialize_head_bundle(
             key: torch.as_tensor(value).contiguous() for key, value in sorted({**tower, **head}.items())
         }
         save_file(tensors, staging / "model.safetensors", metadata={"format": "pt"})
-        staging.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
