@@ -220,3 +220,17 @@ def test_rollout_and_gradcam_explain_the_clip_detector(tiny_backbone, tmp_path, 
         assert explanation.method == ("rollout" if method == "auto" else method)
         assert explanation.token_map.shape == (4, 4)  # 32 px / patch 8
         assert np.isfinite(explanation.heatmap).all() and explanation.heatmap.max() == pytest.approx(1.0)
+
+
+def test_the_clip_detector_exports_to_onnx_and_scores_alike(tiny_backbone, tmp_path, varied_images):
+    from deepfake_detector import Detector
+    from deepfake_detector.cli.main import main
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector")
+    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    exported = Detector.from_pretrained(tmp_path / "onnx")
+    reference = Detector.from_pretrained(folder, precision="fp32", engine="torch")
+    for path in varied_images[:3]:
+        assert exported.predict(path).fake_score == pytest.approx(
+            reference.predict(path).fake_score, abs=1e-4
+        )

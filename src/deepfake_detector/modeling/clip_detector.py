@@ -123,9 +123,9 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         """
         features = tokens.reshape(tokens.shape[0], -1).float()  # (B, F)
         standardised = (features - self.feature_mean.float()) / self.feature_scale.float()
-        weights = {name: value.float() for name, value in self.classifier.state_dict().items()}
+        weight, bias = self.classifier.weight.float(), self.classifier.bias.float()
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return torch.func.functional_call(self.classifier, weights, (standardised,))  # (B, C)
+            return nn.functional.linear(standardised, weight, bias)  # (B, C)
 
     def forward(
         self,
