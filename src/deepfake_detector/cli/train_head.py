@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = (
+    "Provision the CLIP backbone, extract features per view (resumable shards), fit the head, calibrate "
+    "it on the val split and write bundle/ (what the package ships) and model/."
+)
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train-head",
-        help="train the CLIP detector's head on cached frozen features (configs/clip-b16-v1.yaml)",
-        description="Provision the CLIP backbone, extract features per view (resumable shards), fit the "
-        "head, calibrate it on the val split and write bundle/ (what the package ships) and model/.",
-    )
+    summary = "train the CLIP detector's head on cached frozen features (configs/clip-b16-v1.yaml)"
+    parser = subparsers.add_parser("train-head", help=summary, description=DESCRIPTION)
     parser.add_argument("--config", "-c", required=True, help="YAML file of HeadTrainingConfig fields")
     parser.add_argument("--output-dir", "-o", help="overrides the config's output_dir")
     parser.add_argument("--manifest", help="overrides the config's manifest (path,label,source,split)")
