@@ -79,3 +79,33 @@ def test_recipe_writes_a_bundle_whose_model_scores_as_the_cached_features_say(ti
     assert len(shards) == 2
     assert main(["train-head", "--config", str(config), "--output-dir", str(tmp_path / "run2")]) == 0
     assert {path: path.stat().st_mtime_ns for path in shards} == shards
+
+
+def test_extraction_records_a_bad_image_and_stops_when_a_whole_shard_fails(tiny_backbone, tmp_path):  # noqa: F811
+    from deepfake_detector.inference.preprocessing import ImagePreprocessor
+    from deepfake_detector.modeling.clip_detector import build_clip_detector, build_image_processor
+    from deepfake_detector.training.frozen_features import (
+        extract_features,
+        load_features,
+        load_manifest_rows,
+        parse_view,
+    )
+
+    manifest = write_manifest(tmp_path)
+    (tmp_path / "real-0.jpg").write_bytes(b"not a jpeg")  # one bad file among good ones
+    rows = load_manifest_rows(manifest)
+    model = build_clip_detector(tiny_backbone[1], id2label={0: "Realism", 1: "Deepfake"})
+    preprocessor = ImagePreprocessor(build_image_processor(32))
+    extract_features(model, preprocessor, rows, [parse_view("clean")], tmp_path / "cache", precision="fp32")
+    features, indices = load_features(tmp_path / "cache", "clean")
+    assert features.shape[0] == len(indices)
+    assert sorted(indices) == list(range(1, len(rows)))  # all but the bad one, which the shard lists
+    shard = np.load(next((tmp_path / "cache" / "clean").glob("shard-*.npz")))
+    assert len(shard["errors"]) == 1 and "real-0.jpg" in shard["errors"][0]
+
+    def broken(image):
+        raise OSError("preprocessing is broken")
+
+    with pytest.raises(RuntimeError, match="every image of shard 1 failed"):
+        extract_features(model, broken, rows, [parse_view("jpeg50:train")], tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "jpeg50").glob("shard-*")), "a failed shard is not marked done"

@@ -211,6 +211,12 @@ def extract_features(
                     tokens, _ = model.compute_features(torch.from_numpy(np.stack(pixels)))  # (B, T, D)
                 features.append(tokens.float().numpy().astype(np.float16))
                 indices.extend(row.index for row in batch_rows)
+            if errors and not indices:
+                # Every image of the shard failed: a systematic problem (a missing dependency, a wrong
+                # data folder), not bad files. Stop before writing, so a rerun retries the shard.
+                raise RuntimeError(
+                    f"{view.name}: every image of shard {number + 1} failed; first: {errors[0]}"
+                )
             staging = target.with_suffix(".tmp.npz")
             np.savez(
                 staging,
@@ -220,7 +226,9 @@ def extract_features(
             )
             staging.replace(target)
             rate = len(shard) / (time.perf_counter() - started)
-            log(f"{view.name}: shard {number + 1}/{len(shards)} ({len(shard)} images, {rate:.1f} img/s)")
+            failed = f", {len(errors)} failed (listed in the shard)" if errors else ""
+            progress = f"shard {number + 1}/{len(shards)} ({len(shard)} images{failed}, {rate:.1f} img/s)"
+            log(f"{view.name}: {progress}")
 
 
 def load_features(out_dir: str | os.PathLike, view: str) -> tuple[np.ndarray, np.ndarray]:
