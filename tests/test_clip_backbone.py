@@ -234,3 +234,19 @@ def test_the_clip_detector_exports_to_onnx_and_scores_alike(tiny_backbone, tmp_p
         assert exported.predict(path).fake_score == pytest.approx(
             reference.predict(path).fake_score, abs=1e-4
         )
+
+
+def test_a_good_existing_backbone_is_kept_and_a_damaged_one_replaced(tiny_backbone, tmp_path):
+    from deepfake_detector.modeling.clip_backbone import compute_sha256, write_backbone
+
+    onnx_path = quantize_like_the_wheel(tiny_backbone[0], tmp_path)
+    folder = write_backbone(onnx_path, tmp_path / "backbone", **TINY_TOWER)
+    weights = folder / "model.safetensors"
+    expected, written_at = compute_sha256(weights), weights.stat().st_mtime_ns
+    # A second writer (another process provisioning at the same time) leaves the good copy in place.
+    write_backbone(onnx_path, folder, expected_sha256=expected, **TINY_TOWER)
+    assert weights.stat().st_mtime_ns == written_at
+    weights.write_bytes(b"damaged")
+    write_backbone(onnx_path, folder, expected_sha256=expected, **TINY_TOWER)
+    assert compute_sha256(weights) == expected
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []

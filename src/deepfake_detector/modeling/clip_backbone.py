@@ -280,7 +280,14 @@ def write_backbone(
     if wrong:
         raise CheckpointError(f"{onnx_path}: wrong shapes for {wrong[:5]}")
     folder = Path(folder)
-    with _staged_folder(folder) as staging:
+
+    def already_done(existing: Path) -> bool:  # another process converted it meanwhile
+        weights = existing / "model.safetensors"
+        return (
+            expected_sha256 is not None and weights.is_file() and compute_sha256(weights) == expected_sha256
+        )
+
+    with _staged_folder(folder, keep_existing=already_done) as staging:
         config.architectures = ["CLIPVisionModelWithProjection"]
         config.save_pretrained(staging)
         tensors = {name: torch.from_numpy(state[name]).contiguous() for name in sorted(state)}
@@ -291,9 +298,14 @@ def write_backbone(
 
 
 @contextmanager
-def _staged_folder(target: Path) -> Iterator[Path]:
+def _staged_folder(target: Path, *, keep_existing: Callable[[Path], bool]) -> Iterator[Path]:
     """A scratch folder beside ``target`` that replaces it only when the block succeeds, so a failure
-    or a kill halfway never leaves a half-written checkpoint where loaders look."""
+    or a kill halfway never leaves a half-written checkpoint where loaders look.
+
+    Several processes may provision at once (Ray actors on first use); when ``target`` exists by the end
+    and ``keep_existing`` says it is already the right thing, it is kept, never removed from under a
+    process that may be loading it, and this copy is dropped.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -302,8 +314,14 @@ def _staged_folder(target: Path) -> Iterator[Path]:
         for member in staging.iterdir():
             member.chmod(0o644)
         if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+            if keep_existing(target):
+                return
+            shutil.rmtree(target)  # damaged or stale
+        try:
+            staging.rename(target)
+        except OSError:  # another process renamed its copy in between
+            if not keep_existing(target):
+                raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -359,7 +377,11 @@ def materialize_head_bundle(
     clash = sorted(set(tower) & set(head))
     if clash:
         raise CheckpointError(f"{bundle}: head.safetensors overlaps the backbone ({clash[:3]})")
-    with _staged_folder(target) as staging:
+
+    def already_done(existing: Path) -> bool:  # the name holds the head's hash: same content
+        return (existing / "model.safetensors").is_file() and (existing / "config.json").is_file()
+
+    with _staged_folder(target, keep_existing=already_done) as staging:
         for member in bundle.iterdir():
             if member.is_file() and member.name != "head.safetensors":
                 shutil.copyfile(member, staging / member.name)
