@@ -38,7 +38,7 @@ def write_manifest(folder: Path, per_class: int = 8) -> Path:
 def test_recipe_writes_a_bundle_whose_model_scores_as_the_cached_features_say(tiny_backbone, tmp_path):  # noqa: F811
     from deepfake_detector import Detector
     from deepfake_detector.cli.main import main
-    from deepfake_detector.training.frozen_features import load_manifest_rows
+    from deepfake_detector.data import load_labelled_images
 
     manifest = write_manifest(tmp_path)
     config = tmp_path / "head.yaml"
@@ -62,7 +62,7 @@ def test_recipe_writes_a_bundle_whose_model_scores_as_the_cached_features_say(ti
     # The model that inference loads reproduces the scores the head was calibrated on.
     assert record["full_checkpoint"] == str(run / "model")
     detector = Detector.from_pretrained(run / "model", precision="fp32", engine="torch")
-    val = [row for row in load_manifest_rows(manifest) if row.split == "val"]
+    val = [row for row in load_labelled_images(manifest) if row.split == "val"]
     predictions = detector.predict([row.path for row in val])
     scores = np.array([prediction.fake_score for prediction in predictions])
     labels = np.array([row.label == "fake" for row in val])
@@ -82,18 +82,18 @@ def test_recipe_writes_a_bundle_whose_model_scores_as_the_cached_features_say(ti
 
 
 def test_extraction_records_a_bad_image_and_stops_when_a_whole_shard_fails(tiny_backbone, tmp_path):  # noqa: F811
+    from deepfake_detector.data import load_labelled_images
     from deepfake_detector.inference.preprocessing import ImagePreprocessor
     from deepfake_detector.modeling.clip_detector import build_clip_detector, build_image_processor
     from deepfake_detector.training.frozen_features import (
         extract_features,
         load_features,
-        load_manifest_rows,
         parse_view,
     )
 
     manifest = write_manifest(tmp_path)
     (tmp_path / "real-0.jpg").write_bytes(b"not a jpeg")  # one bad file among good ones
-    rows = load_manifest_rows(manifest)
+    rows = load_labelled_images(manifest)
     model = build_clip_detector(tiny_backbone[1], id2label={0: "Realism", 1: "Deepfake"})
     preprocessor = ImagePreprocessor(build_image_processor(32))
     extract_features(model, preprocessor, rows, [parse_view("clean")], tmp_path / "cache", precision="fp32")

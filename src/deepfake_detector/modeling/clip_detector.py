@@ -158,22 +158,18 @@ def register_auto_classes() -> None:
     AutoModelForImageClassification.register(ClipDetectorConfig, ClipDetectorForImageClassification)
 
 
-# OpenAI CLIP's normalisation (its preprocessor_config.json on the hub).
-CLIP_IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
 def build_image_processor(image_size: int = 224):
     """The detector's image processor: the whole image resized (bicubic) to the tower's input, CLIP's
     mean and std. No centre crop, so heatmaps map back onto the whole image."""
     from PIL import Image
     from transformers import ViTImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     return ViTImageProcessor(
         size={"height": image_size, "width": image_size},
         resample=Image.Resampling.BICUBIC,
-        image_mean=CLIP_IMAGE_MEAN,
-        image_std=CLIP_IMAGE_STD,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
     )
 
 

@@ -12,12 +12,12 @@ is seeded by its name and the image's path, so a rerun makes the same pixels. Fi
 robustness tables: ``jpeg<quality>``, ``blur<sigma in tenths>``, ``down<percent>`` (down, then up).
 
 Work is written in shards (``<out>/<view>/shard-NNNNN.npz``, atomically), so a killed run resumes
-where it stopped and several processes can share the work by shard (``shard_modulo``).
+where it stopped. Rows are the images of `deepfake_detector.data.load_labelled_images`, named in the
+shards by their position in that list.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -31,34 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from deepfake_detector.data.labelled import LabelledImage
 from deepfake_detector.training.augment import color_jitter, downscale, gaussian_blur, jpeg_recompress
 
 DEFAULT_SHARD_SIZE = 256
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One labelled image of a manifest (``path,label,source,split``)."""
-
-    index: int
-    path: str
-    label: str
-    source: str
-    split: str
-
-
-def load_manifest_rows(manifest: str | os.PathLike) -> list[ManifestRow]:
-    """The rows of a faces manifest, paths made absolute against the manifest's folder."""
-    manifest = Path(manifest)
-    with open(manifest, newline="") as file:
-        reader = csv.DictReader(file)
-        missing = {"path", "label", "source", "split"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{manifest}: missing columns {sorted(missing)}; has {reader.fieldnames}")
-        return [
-            ManifestRow(index, str(manifest.parent / row["path"]), row["label"], row["source"], row["split"])
-            for index, row in enumerate(reader)
-        ]
 
 
 def degrade(image: Image.Image, rng: random.Random) -> Image.Image:
@@ -97,7 +73,7 @@ class View:
     splits: tuple[str, ...]
     labels: tuple[str, ...] = ("real", "fake")
 
-    def covers(self, row: ManifestRow) -> bool:
+    def covers(self, row: LabelledImage) -> bool:
         return row.split in self.splits and row.label in self.labels
 
     @property
@@ -126,7 +102,7 @@ class ViewRenderer:
     def __init__(self) -> None:
         self._landmark_models = None
 
-    def __call__(self, view: View, row: ManifestRow, image: Image.Image) -> Image.Image:
+    def __call__(self, view: View, row: LabelledImage, image: Image.Image) -> Image.Image:
         seed = int.from_bytes(hashlib.sha256(f"{view.name}|{row.path}".encode()).digest()[:8], "little")
         rng = random.Random(seed)
         if view.kind == "clean":
@@ -150,14 +126,13 @@ class ViewRenderer:
 def extract_features(
     model,
     preprocessor: Callable[[Image.Image], np.ndarray],
-    rows: Sequence[ManifestRow],
+    rows: Sequence[LabelledImage],
     views: Sequence[View],
     out_dir: str | os.PathLike,
     *,
     shard_size: int = DEFAULT_SHARD_SIZE,
     batch_size: int = 32,
     precision: str = "bf16",
-    shard_modulo: tuple[int, int] = (0, 1),
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Runs the frozen tower over every view's rows and writes the head's inputs in shards.
@@ -165,13 +140,12 @@ def extract_features(
     Args:
         model: A `ClipDetectorForImageClassification` (its ``compute_features`` is the feature map).
         preprocessor: RGB image -> (3, H, W) float32 (the checkpoint's `ImagePreprocessor`).
-        rows: The manifest.
+        rows: The labelled images (`load_labelled_images`), every split.
         views: The views to extract (`parse_view`).
         out_dir: Cache folder; existing shards are kept (resume).
         shard_size: Rows per shard.
         batch_size: Images per forward pass.
         precision: "bf16" (autocast; class tokens within cosine 0.9999 of fp32) or "fp32".
-        shard_modulo: ``(k, n)``: this process does the shards whose number is k modulo n.
         log: Progress messages (default: stderr).
     """
     import torch
@@ -183,23 +157,23 @@ def extract_features(
     renderer = ViewRenderer()
     model.eval()
     for view in views:
-        chosen = [row for row in rows if view.covers(row)]
+        chosen = [(index, row) for index, row in enumerate(rows) if view.covers(row)]
         shards = [chosen[start : start + shard_size] for start in range(0, len(chosen), shard_size)]
         folder = out_dir / view.name
         folder.mkdir(parents=True, exist_ok=True)
         for number, shard in enumerate(shards):
             target = folder / f"shard-{number:05d}.npz"
-            if number % shard_modulo[1] != shard_modulo[0] or target.exists():
+            if target.exists():
                 continue
             started = time.perf_counter()
             features, indices, errors = [], [], []
             for start in range(0, len(shard), batch_size):
-                batch_rows, pixels = [], []
-                for row in shard[start : start + batch_size]:
+                batch_indices, pixels = [], []
+                for index, row in shard[start : start + batch_size]:
                     try:
                         image = renderer(view, row, load_image(row.path))
                         pixels.append(preprocessor(image))
-                        batch_rows.append(row)
+                        batch_indices.append(index)
                     except Exception as error:  # one bad image is recorded, never stops the run
                         errors.append(f"{row.path}: {type(error).__name__}: {error}")
                 if not pixels:
@@ -210,7 +184,7 @@ def extract_features(
                 ):
                     tokens, _ = model.compute_features(torch.from_numpy(np.stack(pixels)))  # (B, T, D)
                 features.append(tokens.float().numpy().astype(np.float16))
-                indices.extend(row.index for row in batch_rows)
+                indices.extend(batch_indices)
             if errors and not indices:
                 # Every image of the shard failed: a systematic problem (a missing dependency, a wrong
                 # data folder), not bad files. Stop before writing, so a rerun retries the shard.

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector.training.frozen_features import ManifestRow, load_features
+from deepfake_detector.data.labelled import LabelledImage
+from deepfake_detector.training.frozen_features import load_features
 
 
 @dataclass
@@ -106,7 +107,7 @@ class TrainingSet:
 
 def build_training_set(
     cache: str | os.PathLike,
-    rows: Sequence[ManifestRow],
+    rows: Sequence[LabelledImage],
     views: Sequence[str],
     *,
     split: str,
@@ -180,36 +181,25 @@ def compute_head_logits(model, features: np.ndarray) -> np.ndarray:
         return model.classify_features(torch.from_numpy(features)).numpy()
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood of ``labels`` (1 = fake = class 1)."""
-    from scipy.optimize import minimize_scalar
-
-    margin = logits[:, 1] - logits[:, 0]  # (N,)
-
-    def nll(log_t: float) -> float:
-        z = margin / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0, -z) * labels + np.logaddexp(0, z) * (1 - labels)))
-
-    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
-
-
 def choose_threshold(
     scores: np.ndarray, groups: Sequence[str], labels: np.ndarray, target_fpr: float
 ) -> float:
-    """The lowest threshold at which every real group's false-positive rate is at most ``target_fpr``,
-    and never below 0.5 (the argmax rule), so a clean validation split can't pull it under even odds."""
-    needed = 0.5
-    for group in sorted(set(groups)):
-        members = np.array([g == group for g in groups]) & (labels == 0)
-        if not members.any():
-            continue
-        real_scores = np.sort(scores[members])[::-1]
-        allowed = int(np.floor(target_fpr * len(real_scores)))  # false positives this group may have
-        # Just above the (allowed + 1)-th highest real score: exactly `allowed` of them stay at or above.
-        needed = max(
-            needed, float(np.nextafter(real_scores[allowed], 1.0)) if allowed < len(real_scores) else 0.0
-        )
-    return needed
+    """The lowest threshold at which every real group's false-positive rate is at most ``target_fpr``
+    (`compute_threshold_at_fpr` per group, the strictest wins), and never below 0.5 (the argmax
+    rule), so a clean validation split can't pull it under even odds."""
+    from deepfake_detector.evaluation.calibration import compute_threshold_at_fpr
+
+    groups = np.asarray(groups)
+    real_groups = sorted(set(groups[labels == 0]))
+    return max(
+        [0.5]
+        + [
+            compute_threshold_at_fpr(
+                labels[groups == group], scores[groups == group], positive=1, target_fpr=target_fpr
+            )
+            for group in real_groups
+        ]
+    )
 
 
 def summarise_scores(
@@ -270,12 +260,8 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     Returns:
         The output folder (``bundle/``, ``model/``, ``validation.json``, ``training_run.json``).
     """
-    import platform
-
-    import torch
-    import transformers
-
-    from deepfake_detector import __version__
+    from deepfake_detector.data.labelled import load_labelled_images
+    from deepfake_detector.evaluation.calibration import compute_temperature
     from deepfake_detector.inference.preprocessing import ImagePreprocessor
     from deepfake_detector.modeling.clip_backbone import (
         BACKBONE_SHA256,
@@ -285,12 +271,13 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     )
     from deepfake_detector.modeling.clip_detector import build_clip_detector, build_image_processor
     from deepfake_detector.provenance import git_revision
+    from deepfake_detector.scoring import compute_fake_scores, compute_probabilities
     from deepfake_detector.training.frozen_features import (
         extract_features,
-        load_manifest_rows,
         parse_view,
         write_cache_info,
     )
+    from deepfake_detector.training.outputs import collect_versions
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -303,7 +290,7 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
         use_mean_patch_token=config.use_mean_patch_token,
     )
     processor = build_image_processor(model.config.vision_config.image_size)
-    rows = load_manifest_rows(config.manifest)
+    rows = load_labelled_images(config.manifest)  # every split, in the manifest's order
     views = [parse_view(view) for view in config.views]
     if "clean" not in config.views:
         views.append(parse_view("clean"))  # calibration and validation read the clean val features
@@ -341,9 +328,9 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     val_rows = [rows[indices[position]] for position in chosen]
     labels = np.array([row.label == "fake" for row in val_rows], dtype=int)
     logits = compute_head_logits(model, select(features[chosen]))
-    temperature = fit_temperature(logits, labels)
-    margin = (logits[:, 1] - logits[:, 0]) / temperature
-    scores = 1.0 / (1.0 + np.exp(-margin))  # softmax of two classes at the fitted temperature
+    fake_ids = (1,)  # the head's own labels: {0: Realism, 1: Deepfake}
+    temperature = compute_temperature(logits, labels.astype(bool), fake_ids)
+    scores = compute_fake_scores(compute_probabilities(logits, temperature), fake_ids)
     groups = [f"{row.source}/{row.label}" for row in val_rows]
     threshold = choose_threshold(scores, groups, labels, config.target_fpr)
     summary = summarise_scores(scores, labels, [row.source for row in val_rows], threshold)
@@ -373,12 +360,7 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     write_json(
         output / "training_run.json",
         {
-            "versions": {
-                "deepfake_detector": __version__,
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-            },
+            "versions": collect_versions(),
             "git": git_revision(),
             "command": sys.argv,
             "started": started,

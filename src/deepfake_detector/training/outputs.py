@@ -21,7 +21,8 @@ RUN_FILE = "training_run.json"
 CARD_FILE = "README.md"
 
 
-def _versions() -> dict:
+def collect_versions() -> dict:
+    """Versions of the package, Python, torch and transformers, for a run's record."""
     import torch
     import transformers
 
@@ -201,7 +202,7 @@ def write_training_outputs(
     resolved["training"] = arguments
     (output / CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     record = {
-        "versions": _versions(),
+        "versions": collect_versions(),
         "git": git_revision(),
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
