@@ -15,12 +15,25 @@ from deepfake_detector.cli import (
     fetch_backbone,
     info,
     predict,
+    report,
     serve,
     train,
     train_head,
 )
 
-COMMANDS = (predict, info, evaluate, calibrate, explain, train, train_head, fetch_backbone, serve, export)
+COMMANDS = (
+    predict,
+    report,
+    info,
+    evaluate,
+    calibrate,
+    explain,
+    train,
+    train_head,
+    fetch_backbone,
+    serve,
+    export,
+)
 
 EXIT_OK, EXIT_INPUT_ERRORS, EXIT_USAGE = 0, 1, 2
 

@@ -13,6 +13,7 @@ import sys
 from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
 from deepfake_detector.cli.media import add_media_arguments, media_options, timeline_path
 from deepfake_detector.cli.ray_scoring import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
+from deepfake_detector.cli.report import add_report_arguments, check_report_path
 from deepfake_detector.io.writers import (
     FORMATS,
     RESUMABLE_FORMATS,
@@ -64,6 +65,7 @@ def add_parser(subparsers) -> None:
         help=f"skip inputs already in --output and append the rest ({'/'.join(RESUMABLE_FORMATS)} only)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
+    add_report_arguments(parser, out_flag="--report")
     add_ray_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -88,10 +90,20 @@ def run(args: argparse.Namespace) -> int:
 
     check_ray_arguments(args)
     named = _inputs(args)
+    if args.report:
+        check_report_path(args.report, "predict")
     if args.ray is not None:
+        from deepfake_detector.cli.common import detector_config
         from deepfake_detector.cli.ray_scoring import run_ray
+        from deepfake_detector.scan_report import RunSettings
 
-        return run_ray(args, named)
+        code = run_ray(args, named)
+        if args.report:
+            # The driver holds no detector: the flags' thresholds when given, else the checkpoint's.
+            thresholds = detector_config(args).thresholds
+            given = None if thresholds is None else RunSettings(thresholds, "this run's --threshold flags")
+            code = code if _write_report(args, None, given) else 1
+        return code
     fmt = args.format or infer_format(args.output)
     done: set[str] = set()
     if args.resume and not args.output:
@@ -113,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     )
     appending = bool(args.resume and done)
     failed = 0
+    rows: list[dict] | None = [] if args.report else None  # this run's rows, for the report
     with contextlib.ExitStack() as stack:
         stream = (
             stack.enter_context(open(args.output, "a" if appending else "w", encoding="utf-8", newline=""))
@@ -128,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             predictions = detector.iter_predict_media(inputs, batch_size=args.batch_size, **options)
             for prediction in predictions:
                 writer.write(prediction)
+                if rows is not None:
+                    rows.append(prediction.to_dict())
                 failed += prediction.error is not None
                 if args.timeline and isinstance(prediction, VideoPrediction) and prediction.ok:
                     failed += not _write_timeline(args, prediction, detector.thresholds, timelines)
@@ -136,7 +151,54 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
     if not args.quiet:
         print_summary(writer.count, failed, len(done), stats, args.output)
+    if args.report:  # only now: every row is written and the output closed, whatever the report does
+        from deepfake_detector.scan_report import RunSettings
+
+        failed += not _write_report(args, rows, RunSettings.from_detector(detector), resumed=done)
     return 1 if failed else 0
+
+
+def _write_report(args: argparse.Namespace, rows: list[dict] | None, settings, *, resumed=()) -> bool:
+    """Writes ``--report`` from this run's rows (and, with ``--resume``, the earlier rows in --output;
+    with ``--ray``, every row of the shard folder); says why on stderr and returns False when it can't.
+
+    Args:
+        args: The parsed flags.
+        rows: This run's rows; None to read them all from --output (Ray's shard folder).
+        settings: How the rows were scored (`RunSettings`), as far as this run knows.
+        resumed: Sources already in --output before this run.
+    """
+    import time
+
+    from deepfake_detector.cli.report import print_report_line
+    from deepfake_detector.scan_report import load_result_rows, render_report
+
+    start = time.perf_counter()
+    try:
+        if rows is None:  # Ray: every row is in the shard folder
+            rows = load_result_rows(args.output)
+        elif resumed:  # the rows of the earlier runs, as --output holds them, then this run's
+            rows = [row for row in load_result_rows(args.output) if str(row["source"]) in resumed] + rows
+        report = render_report(
+            rows,
+            args.report,
+            settings=settings,
+            results_path=args.output,
+            thumbnail_px=args.thumbnail_px,
+            thumbnails=not args.no_thumbnails,
+            workers=args.report_workers,
+        )
+    except Exception as error:  # the rows are written: a report that fails must not hide that
+        where = f"; the rows are in {args.output}" if args.output else ""
+        print(
+            f"deepfake-detector predict: cannot write the report {args.report} ({type(error).__name__}: "
+            f"{error}){where}",
+            file=sys.stderr,
+        )
+        return False
+    if not args.quiet:
+        print_report_line(report, time.perf_counter() - start)
+    return True
 
 
 def _write_timeline(args: argparse.Namespace, prediction, thresholds, used: set[str]) -> bool:

@@ -1,0 +1,634 @@
+// The scan report page: draws the summary and the cards from the JSON islands above, and sorts and
+// filters the cards in place. Every value that comes from the results (file names, metadata, error
+// messages) is attacker-controlled, so it is only ever set as text or as an attribute value, never
+// parsed as HTML. Only the cards in view are in the page (a virtual grid), so 10,000 rows draw as
+// fast as 100, and a card's thumbnail is decoded only when the card is drawn.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
+  const VERDICTS = ["fake", "uncertain", "real"];
+  const data = JSON.parse($("report-data").textContent);
+  const thumbnails = JSON.parse($("report-thumbnails").textContent);
+  const { cards, summary, meta } = data;
+  const settings = summary.settings;
+  const thresholds = settings.thresholds; // null when unknown
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+  // The grid's cell size, from the stylesheet, so that CSS and layout agree.
+  const rootStyle = getComputedStyle(document.documentElement);
+  const CELL_WIDTH = parseFloat(rootStyle.getPropertyValue("--card-width")) || 248;
+  const CELL_HEIGHT = parseFloat(rootStyle.getPropertyValue("--card-height")) || 340;
+  const PICTURE_WIDTH = CELL_WIDTH - 12 - 7;
+  const PICTURE_HEIGHT = 148;
+
+  let shown = []; // card indices in display order
+  let columns = 1;
+  let drawn = new Map(); // card index -> its element, for the cards now in the grid
+  let drawnKey = "";
+  let pending = false;
+
+  for (const card of cards) {
+    const cut = Math.max(card.source.lastIndexOf("/"), card.source.lastIndexOf("\\"));
+    card.name = card.source.slice(cut + 1) || card.source;
+    card.folder = card.source.slice(0, cut + 1);
+    card.searchText = card.source.toLowerCase();
+    card.hasEvidence = Boolean(card.provenance && card.provenance.evidence.length);
+  }
+
+  // ---------------------------------------------------------------- building blocks
+
+  function make(tag, className, text) {
+    const element = document.createElement(tag);
+    if (className) element.className = className;
+    if (text !== undefined && text !== null) element.textContent = String(text);
+    return element;
+  }
+
+  function svgElement(tag, attributes = {}, className = "") {
+    const element = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
+    if (className) element.setAttribute("class", className);
+    return element;
+  }
+
+  function svgTitle(element, text) {
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = text;
+    element.append(title);
+    return element;
+  }
+
+  const verdictOf = (card) => card.verdict || "error";
+  const isNumber = (value) => typeof value === "number" && Number.isFinite(value);
+  const score3 = (value) => (isNumber(value) ? value.toFixed(3) : "–");
+  const plural = (count, word) => `${count.toLocaleString()} ${word}${count === 1 ? "" : "s"}`;
+
+  function describeThresholds() {
+    if (!thresholds) return "unknown";
+    if (thresholds.real === thresholds.fake) return `fake at or above ${thresholds.fake}`;
+    return `real below ${thresholds.real}, uncertain between, fake at or above ${thresholds.fake}`;
+  }
+
+  function row(table, label, value, note) {
+    const tr = make("tr");
+    tr.append(make("th", "", label));
+    const td = make("td", "", value);
+    if (note) {
+      td.append(document.createElement("br"), make("span", "muted", note));
+    }
+    tr.append(td);
+    table.append(tr);
+    return tr;
+  }
+
+  // ---------------------------------------------------------------- summary
+
+  function renderHeader() {
+    document.title = meta.title;
+    $("title").textContent = meta.title;
+    const parts = [plural(summary.counts.total, "input")];
+    if (meta.results) parts.push(`from ${meta.results}`);
+    parts.push(`report built ${meta.built} by deepfake-detector ${meta.version}`);
+    $("subtitle").textContent = parts.join(" · ");
+    for (const note of meta.notes) $("notes").append(make("li", "", note));
+  }
+
+  function renderTiles() {
+    const counts = summary.counts;
+    const provenance = summary.provenance;
+    const tiles = [
+      ["total", "inputs", counts.total, () => resetControls()],
+      ["fake", "fake", counts.fake, () => onlyVerdict("fake")],
+      ["uncertain", "uncertain", counts.uncertain, () => onlyVerdict("uncertain")],
+      ["real", "real", counts.real, () => onlyVerdict("real")],
+      ["error", "errors", counts.error, () => onlyVerdict("error")],
+      ["video", "videos", counts.video, () => setControl("filter-kind", "video")],
+      ["provenance", "with provenance evidence", provenance.with_evidence, () => setControl("filter-provenance", "evidence")],
+    ];
+    for (const [key, label, count, action] of tiles) {
+      if (key === "uncertain" && count === 0 && (!thresholds || thresholds.real === thresholds.fake)) continue;
+      const tile = make("button", `tile tile-${key}`);
+      tile.type = "button";
+      tile.id = `count-${key}`;
+      tile.dataset.count = String(count);
+      tile.title = key === "total" ? "show every input" : `show only these`;
+      tile.append(make("span", "number", count.toLocaleString()), make("span", "what", label));
+      tile.addEventListener("click", action);
+      $("tiles").append(tile);
+    }
+  }
+
+  function renderHistogram() {
+    const { bins, counts } = summary.histogram;
+    const svg = $("histogram");
+    const [width, height, left, right, top, bottom] = [400, 150, 30, 8, 10, 22];
+    const plotWidth = width - left - right;
+    const plotHeight = height - top - bottom;
+    const totals = Array.from({ length: bins }, (_, bin) => VERDICTS.reduce((sum, v) => sum + counts[v][bin], 0));
+    const highest = Math.max(1, ...totals);
+    const barWidth = plotWidth / bins;
+    for (let bin = 0; bin < bins; bin++) {
+      const group = svgElement("g", {}, "bar");
+      let y = top + plotHeight;
+      for (const verdict of ["real", "uncertain", "fake"]) {
+        const barHeight = (counts[verdict][bin] / highest) * plotHeight;
+        if (barHeight <= 0) continue;
+        y -= barHeight;
+        group.append(
+          svgElement("rect", { x: left + bin * barWidth + 0.5, y, width: barWidth - 1, height: barHeight }, `hist-${verdict}`),
+        );
+      }
+      // An invisible full-height target, so that empty and short bins can be clicked too.
+      group.append(svgElement("rect", { x: left + bin * barWidth, y: top, width: barWidth, height: plotHeight, fill: "transparent" }));
+      const low = bin / bins;
+      const high = (bin + 1) / bins;
+      const parts = VERDICTS.filter((v) => counts[v][bin]).map((v) => `${counts[v][bin]} ${v}`);
+      svgTitle(group, `${low.toFixed(2)}–${high.toFixed(2)}: ${parts.join(", ") || "none"} (click to show them)`);
+      group.addEventListener("click", () => setScoreRange(low, high));
+      svg.append(group);
+    }
+    svg.append(svgElement("line", { x1: left, x2: left + plotWidth, y1: top + plotHeight, y2: top + plotHeight, stroke: "#8a94a1" }));
+    for (const value of [0, 0.25, 0.5, 0.75, 1]) {
+      const label = svgElement("text", { x: left + value * plotWidth, y: height - 6, "text-anchor": "middle" }, "hist-axis");
+      label.textContent = String(value);
+      svg.append(label);
+    }
+    const peak = svgElement("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, "hist-axis");
+    peak.textContent = String(highest);
+    svg.append(peak);
+    if (thresholds) {
+      for (const value of new Set([thresholds.real, thresholds.fake])) {
+        const x = left + value * plotWidth;
+        svg.append(svgTitle(svgElement("line", { x1: x, x2: x, y1: top - 4, y2: top + plotHeight }, "hist-threshold"), `threshold ${value}`));
+      }
+    }
+    const scored = totals.reduce((a, b) => a + b, 0);
+    $("histogram-caption").textContent =
+      `Fake scores of ${plural(scored, "scored input")} in ${bins} bins (red fake, amber uncertain, green real); ` +
+      (thresholds ? `dashed: the threshold (${describeThresholds()}).` : "threshold unknown.") +
+      " Click a bar to show its inputs.";
+  }
+
+  function renderRunTable() {
+    const table = $("run-table");
+    for (const entry of summary.models) {
+      const revision = entry.revision ? ` @ ${entry.revision}` : "";
+      const share = summary.models.length > 1 ? ` (${plural(entry.rows, "row")})` : "";
+      row(table, "Model", `${entry.model}${revision}${share}`);
+    }
+    row(table, "Threshold", describeThresholds(), settings.thresholds_source);
+    const engine = settings.engine ? `${settings.engine}, ${settings.precision || "precision unknown"}` : "unknown";
+    row(table, "Engine", engine, settings.engine ? null : "not recorded in the results; predict --report records it");
+    if (settings.jpeg_draft !== null && settings.jpeg_draft !== undefined) {
+      row(table, "JPEG draft", settings.jpeg_draft ? "on (large JPEGs decoded at reduced scale)" : "off");
+    }
+    const faces = summary.faces;
+    row(
+      table,
+      "Faces",
+      faces.face_mode ? `found and scored in ${plural(faces.face_mode, "input")}` : "not searched for (whole images)",
+      faces.no_face ? `${plural(faces.no_face, "input")} without a face, scored whole` : null,
+    );
+    for (const entry of summary.video_settings) {
+      const parts = Object.entries(entry.aggregation).map(([key, value]) => `${key} ${value}`);
+      row(table, "Videos", parts.join(", "), summary.video_settings.length > 1 ? plural(entry.rows, "video") : null);
+    }
+  }
+
+  function renderProvenanceTable() {
+    const table = $("provenance-table");
+    const p = summary.provenance;
+    if (!p.checked && !p.decided_by_provenance) {
+      row(table, "Checked", "no", "these results carry no provenance records (the run did not check C2PA, metadata or watermarks)");
+      return;
+    }
+    row(table, "Checked", `${p.checked.toLocaleString()} of ${summary.counts.total.toLocaleString()} inputs`);
+    row(
+      table,
+      "Declared AI-made",
+      `${p.ai_declared.true.toLocaleString()} yes · ${p.ai_declared.false.toLocaleString()} no · ${p.ai_declared.unknown.toLocaleString()} unknown`,
+    );
+    row(table, "Decided by provenance", p.decided_by_provenance.toLocaleString());
+    const checks = Object.entries(p.by_check).map(([check, count]) => `${check} ${count}`);
+    row(table, "With evidence", p.with_evidence.toLocaleString(), checks.length ? checks.join(" · ") : null);
+    if (p.findings.length) {
+      const shownFindings = p.findings.slice(0, 8).map(([check, name, count]) => `${check}:${name} ${count}`);
+      const more = p.findings.length > 8 ? ` and ${p.findings.length - 8} more` : "";
+      row(table, "Findings", shownFindings.join(" · ") + more);
+    }
+    const states = Object.entries(p.c2pa_states).map(([state, count]) => `${state} ${count}`);
+    if (states.length) row(table, "C2PA manifests", states.join(" · "));
+  }
+
+  // ---------------------------------------------------------------- one card
+
+  function fitStage(card, maxWidth, maxHeight) {
+    const stage = make("div", "stage");
+    const size = card.source_size;
+    let [width, height] = size && size[0] > 0 && size[1] > 0 ? size : [4, 3];
+    const scale = Math.min(maxWidth / width, maxHeight / height);
+    stage.style.width = `${Math.max(1, Math.round(width * scale))}px`;
+    stage.style.height = `${Math.max(1, Math.round(height * scale))}px`;
+    const image = make("img");
+    image.alt = `picture of ${card.name}`;
+    image.decoding = "async";
+    image.src = thumbnails[card.thumbnail];
+    stage.append(image);
+    if (size && Array.isArray(card.faces)) {
+      for (const face of card.faces) {
+        const box = face.box;
+        if (!Array.isArray(box) || box.length !== 4) continue;
+        const div = make("div", `face face-${face.verdict || "unknown"}`, score3(face.fake_score));
+        div.style.left = `${(box[0] / width) * 100}%`;
+        div.style.top = `${(box[1] / height) * 100}%`;
+        div.style.width = `${((box[2] - box[0]) / width) * 100}%`;
+        div.style.height = `${((box[3] - box[1]) / height) * 100}%`;
+        div.title = `face: fake score ${score3(face.fake_score)} (${face.verdict})`;
+        stage.append(div);
+      }
+    }
+    return { stage, image };
+  }
+
+  function buildPicture(card) {
+    const picture = make("div", "picture");
+    if (card.thumbnail === null || card.thumbnail === undefined) {
+      const why = !meta.thumbnails ? "pictures left out of this report" : card.error ? "not scored" : card.thumbnail_note || "no picture";
+      picture.append(make("div", "placeholder", why));
+    } else {
+      const { stage, image } = fitStage(card, PICTURE_WIDTH, PICTURE_HEIGHT);
+      picture.append(stage);
+      if (card.heatmap !== null && card.heatmap !== undefined) {
+        picture.append(heatmapToggle(card, image));
+      }
+    }
+    if (card.kind === "video") {
+      const corner = picture.querySelector(".corner") || make("div", "corner");
+      const frames = card.video && isNumber(card.video.num_frames) ? ` · ${card.video.num_frames} frames` : "";
+      corner.prepend(make("span", "chip chip-video", `video${frames}`));
+      picture.append(corner);
+    }
+    return picture;
+  }
+
+  function heatmapToggle(card, image) {
+    const corner = make("div", "corner");
+    const button = make("button", "chip", "heatmap");
+    button.type = "button";
+    button.setAttribute("aria-pressed", "false");
+    button.title = "show where the model sees the fake (explain's overlay)";
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      const on = button.getAttribute("aria-pressed") !== "true";
+      button.setAttribute("aria-pressed", String(on));
+      image.src = thumbnails[on ? card.heatmap : card.thumbnail];
+      for (const face of image.parentElement.querySelectorAll(".face")) face.hidden = on;
+    });
+    corner.append(button);
+    return corner;
+  }
+
+  function scoreBar(card) {
+    const bar = make("div", "bar");
+    const fill = make("div", `fill ${verdictOf(card)}`);
+    fill.style.width = isNumber(card.fake_score) ? `${(card.fake_score * 100).toFixed(1)}%` : "0";
+    bar.append(fill);
+    if (thresholds) {
+      for (const value of new Set([thresholds.real, thresholds.fake])) {
+        const marker = make("div", "marker");
+        marker.style.left = `calc(${value * 100}% - 1px)`;
+        marker.title = `threshold ${value}`;
+        bar.append(marker);
+      }
+    }
+    bar.title = `fake score ${score3(card.fake_score)}; ${describeThresholds()}`;
+    return bar;
+  }
+
+  function timeline(card, className, width, height, points) {
+    const frames = (card.video && card.video.timeline) || [];
+    const usable = frames.filter(([t, s]) => isNumber(t) && isNumber(s));
+    if (!usable.length) return null;
+    const end = Math.max(...usable.map(([t]) => t), 1e-6);
+    const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: points ? "xMidYMid meet" : "none", role: "img" }, className);
+    const x = (t) => (usable.length === 1 ? width / 2 : (t / end) * (width - 8) + 4);
+    const y = (s) => height - 4 - s * (height - 8);
+    if (thresholds) {
+      svg.append(svgElement("line", { x1: 0, x2: width, y1: y(thresholds.fake), y2: y(thresholds.fake) }, "spark-threshold"));
+    }
+    svg.append(svgElement("polyline", { points: usable.map(([t, s]) => `${x(t).toFixed(1)},${y(s).toFixed(1)}`).join(" ") }, "spark-line"));
+    if (points) {
+      for (const [t, s] of usable) {
+        const verdict = thresholds ? (s >= thresholds.fake ? "fake" : s < thresholds.real ? "real" : "uncertain") : "unknown";
+        const dot = svgElement("circle", { cx: x(t), cy: y(s), r: 3.5 }, `spark-point hist-${verdict}`);
+        svg.append(svgTitle(dot, `${t.toFixed(2)} s: fake score ${s.toFixed(3)}`));
+      }
+    }
+    svg.setAttribute("aria-label", `fake score of ${usable.length} frames over ${end.toFixed(1)} s`);
+    return svg;
+  }
+
+  function provenanceChips(card) {
+    const chips = make("div", "chips");
+    const record = card.provenance;
+    if (card.decided_by === "provenance") chips.append(make("span", "chip chip-ai", "decided by provenance"));
+    if (record && record.ai_declared === true) chips.append(make("span", "chip chip-ai", "declared AI-made"));
+    if (record && record.c2pa && record.c2pa.state) chips.append(make("span", "chip", `C2PA ${record.c2pa.state}`));
+    if (record) for (const item of record.evidence) chips.append(make("span", "chip", `${item.check}:${item.name}`));
+    return chips.childElementCount ? chips : null;
+  }
+
+  function buildCard(card) {
+    const verdict = verdictOf(card);
+    const article = make("article", `card verdict-${verdict}`);
+    article.setAttribute("role", "listitem");
+    article.dataset.index = String(card.index);
+    article.dataset.verdict = verdict;
+    article.dataset.kind = card.kind;
+    article.append(buildPicture(card));
+    const body = make("div", "body");
+    const name = make("div", "name", card.name);
+    name.title = card.source;
+    body.append(name);
+    if (card.folder) {
+      const folder = card.folder.length > 44 ? `…${card.folder.slice(-43)}` : card.folder;
+      body.append(make("div", "folder", folder));
+    }
+    const line = make("div", "verdict-line");
+    line.append(make("span", `verdict ${verdict}`, verdict.toUpperCase()));
+    if (isNumber(card.fake_score)) line.append(make("span", "score", score3(card.fake_score)));
+    if (card.no_face === true) line.append(make("span", "chip", "no face"));
+    body.append(line);
+    if (verdict !== "error") body.append(scoreBar(card));
+    if (card.kind === "video") {
+      const spark = timeline(card, "spark", 200, 34, false);
+      if (spark) body.append(spark);
+    }
+    const chips = provenanceChips(card);
+    if (chips) body.append(chips);
+    if (card.hasEvidence) {
+      const first = card.provenance.evidence[0];
+      body.append(make("div", "evidence", `${first.name}: ${first.detail}`));
+    }
+    if (card.error) body.append(make("div", "error-text", card.error));
+    if (card.video && card.video.decode_problem) body.append(make("div", "error-text", card.video.decode_problem));
+    const more = make("button", "more", "details");
+    more.type = "button";
+    more.addEventListener("click", () => openDetails(card));
+    body.append(more);
+    article.append(body);
+    return article;
+  }
+
+  // ---------------------------------------------------------------- details
+
+  function openDetails(card) {
+    const body = $("details-body");
+    body.replaceChildren();
+    $("details-title").textContent = card.source;
+    const pictures = make("div", "detail-pictures");
+    if (card.thumbnail !== null && card.thumbnail !== undefined) {
+      const figure = make("figure");
+      figure.append(fitStage(card, 420, 320).stage);
+      const what = card.kind === "video" ? "the first frame scored" : "the input";
+      figure.append(make("figcaption", "", `${what}${Array.isArray(card.faces) && card.faces.length ? "; boxes: faces and their fake scores" : ""}`));
+      pictures.append(figure);
+    } else {
+      pictures.append(make("p", "muted", card.thumbnail_note || "no picture"));
+    }
+    if (card.heatmap !== null && card.heatmap !== undefined) {
+      const figure = make("figure");
+      const stage = fitStage({ ...card, faces: null, thumbnail: card.heatmap }, 420, 320).stage;
+      figure.append(stage, make("figcaption", "", "heatmap: red is where the model sees the fake"));
+      pictures.append(figure);
+    } else if (card.heatmap_note) {
+      pictures.append(make("p", "muted", `heatmap: ${card.heatmap_note}`));
+    }
+    body.append(pictures);
+
+    const facts = make("table", "facts");
+    row(facts, "Verdict", verdictOf(card).toUpperCase());
+    row(facts, "Fake score", score3(card.fake_score), `threshold: ${describeThresholds()}`);
+    if (card.label) row(facts, "Model label", card.label);
+    if (card.decided_by) row(facts, "Decided by", card.decided_by);
+    row(facts, "Model", card.model + (card.revision ? ` @ ${card.revision}` : ""));
+    if (Array.isArray(card.faces)) {
+      const listed = card.faces.map((face, k) => `face ${k + 1}: fake score ${score3(face.fake_score)} (${face.verdict}), box ${JSON.stringify(face.box)}`);
+      row(facts, "Faces", card.faces.length ? listed.join("; ") : "none found: scored whole");
+    }
+    if (card.error) row(facts, "Error", card.error);
+    body.append(facts);
+    if (card.file && card.file.startsWith("file:")) {
+      const link = make("a", "open", "open the file");
+      link.href = card.file;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      body.append(link);
+    }
+
+    if (card.video) {
+      body.append(make("h3", "", "Video"));
+      const video = card.video;
+      const table = make("table", "facts");
+      if (isNumber(video.duration_s)) row(table, "Duration", `${video.duration_s.toFixed(2)} s`);
+      row(table, "Frames scored", String(video.num_frames), isNumber(video.no_face_frames) ? `${video.no_face_frames} without a face` : null);
+      if (video.aggregation) row(table, "Aggregation", Object.entries(video.aggregation).map(([k, v]) => `${k} ${v}`).join(", "));
+      if (isNumber(video.stopped_at_s)) row(table, "Decoding stopped at", `${video.stopped_at_s.toFixed(2)} s`);
+      if (video.decode_problem) row(table, "Decoding problem", video.decode_problem);
+      body.append(table);
+      const chart = timeline(card, "detail-timeline", 600, 140, true);
+      if (chart) body.append(chart, make("p", "muted", `fake score per frame, 0 at the bottom and 1 at the top${thresholds ? `; dashed: fake threshold ${thresholds.fake}` : ""}`));
+    }
+
+    const record = card.provenance;
+    body.append(make("h3", "", "Provenance"));
+    if (!record) {
+      body.append(make("p", "muted", "not checked for this input"));
+    } else {
+      const table = make("table", "facts");
+      row(table, "Declared AI-made", record.ai_declared === null || record.ai_declared === undefined ? "unknown" : record.ai_declared ? "yes" : "no");
+      if (record.c2pa) {
+        const c2pa = record.c2pa;
+        row(table, "C2PA manifest", c2pa.state || "–");
+        if (c2pa.claim_generator) row(table, "Claim generator", c2pa.claim_generator);
+        if (c2pa.digital_source_type) row(table, "Digital source type", c2pa.digital_source_type);
+        row(table, "C2PA says AI-made", c2pa.ai_generated ? "yes" : "no");
+        if (c2pa.problems && c2pa.problems.length) row(table, "C2PA problems", c2pa.problems.join("; "));
+      }
+      body.append(table);
+      if (!record.evidence.length) body.append(make("p", "muted", "no evidence found"));
+      for (const item of record.evidence) {
+        body.append(make("h4", "", `${item.check} · ${item.name}`), make("pre", "detail", item.detail));
+      }
+    }
+    $("details").showModal();
+  }
+
+  // ---------------------------------------------------------------- filters and sorting
+
+  function readState() {
+    const verdicts = new Set();
+    for (const input of document.querySelectorAll("#controls input[data-verdict]")) {
+      if (input.checked) verdicts.add(input.dataset.verdict);
+    }
+    const bound = (id, fallback) => {
+      const value = parseFloat($(id).value);
+      return Number.isFinite(value) ? Math.min(1, Math.max(0, value)) : fallback;
+    };
+    return {
+      verdicts,
+      min: bound("score-min", 0),
+      max: bound("score-max", 1),
+      provenance: $("filter-provenance").value,
+      errorsOnly: $("errors-only").checked,
+      kind: $("filter-kind").value,
+      search: $("search").value.trim().toLowerCase(),
+      sort: $("sort").value,
+    };
+  }
+
+  function matches(card, state) {
+    const verdict = verdictOf(card);
+    if (state.errorsOnly && verdict !== "error") return false;
+    if (!state.verdicts.has(verdict)) return false;
+    if (state.kind !== "any" && card.kind !== state.kind) return false;
+    if (state.min > 0 || state.max < 1) {
+      if (!isNumber(card.fake_score) || card.fake_score < state.min || card.fake_score > state.max) return false;
+    }
+    if (state.provenance === "evidence" && !card.hasEvidence) return false;
+    if (state.provenance === "none" && card.hasEvidence) return false;
+    if (state.provenance === "ai-declared" && !(card.provenance && card.provenance.ai_declared === true)) return false;
+    if (state.provenance === "decided" && card.decided_by !== "provenance") return false;
+    if (state.search && !card.searchText.includes(state.search)) return false;
+    return true;
+  }
+
+  const byScore = (direction) => (a, b) => {
+    const sa = isNumber(a.fake_score) ? a.fake_score : null;
+    const sb = isNumber(b.fake_score) ? b.fake_score : null;
+    if (sa === null || sb === null) return sa === sb ? a.index - b.index : sa === null ? 1 : -1;
+    return direction * (sa - sb) || a.index - b.index;
+  };
+  const SORTS = {
+    "score-desc": byScore(-1),
+    "score-asc": byScore(1),
+    name: (a, b) => collator.compare(a.name, b.name) || a.index - b.index,
+    input: (a, b) => a.index - b.index,
+    errors: (a, b) => (b.verdict === null) - (a.verdict === null) || byScore(-1)(a, b),
+  };
+
+  function applyFilters() {
+    const state = readState();
+    const matching = cards.filter((card) => matches(card, state));
+    matching.sort(SORTS[state.sort] || SORTS["score-desc"]);
+    shown = matching.map((card) => card.index);
+    const count = $("shown-count");
+    count.textContent = `Showing ${shown.length.toLocaleString()} of ${cards.length.toLocaleString()}`;
+    count.dataset.shown = String(shown.length);
+    $("empty").hidden = shown.length > 0;
+    layout();
+    for (const element of drawn.values()) element.remove();
+    drawn = new Map();
+    draw(true);
+  }
+
+  function setControl(id, value) {
+    $(id).value = value;
+    applyFilters();
+  }
+
+  function onlyVerdict(verdict) {
+    for (const input of document.querySelectorAll("#controls input[data-verdict]")) {
+      input.checked = input.dataset.verdict === verdict;
+    }
+    $("errors-only").checked = false;
+    applyFilters();
+  }
+
+  function setScoreRange(low, high) {
+    $("score-min").value = low.toFixed(2);
+    $("score-max").value = high.toFixed(2);
+    applyFilters();
+  }
+
+  function resetControls() {
+    for (const input of document.querySelectorAll("#controls input[data-verdict]")) input.checked = true;
+    $("errors-only").checked = false;
+    $("score-min").value = "0";
+    $("score-max").value = "1";
+    $("filter-provenance").value = "any";
+    $("filter-kind").value = "any";
+    $("search").value = "";
+    applyFilters();
+  }
+
+  // ---------------------------------------------------------------- the virtual grid
+
+  function layout() {
+    const grid = $("grid");
+    columns = Math.max(1, Math.floor(grid.clientWidth / CELL_WIDTH));
+    grid.style.height = `${Math.ceil(shown.length / columns) * CELL_HEIGHT}px`;
+  }
+
+  function draw(force) {
+    const grid = $("grid");
+    const top = grid.getBoundingClientRect().top;
+    const firstRow = Math.max(0, Math.floor(-top / CELL_HEIGHT) - 1);
+    const lastRow = Math.max(0, Math.ceil((window.innerHeight - top) / CELL_HEIGHT) + 1);
+    const start = Math.min(shown.length, firstRow * columns);
+    const end = Math.min(shown.length, lastRow * columns);
+    const key = `${start}:${end}:${columns}`;
+    if (!force && key === drawnKey) return;
+    drawnKey = key;
+    const keep = new Map();
+    const added = document.createDocumentFragment();
+    for (let position = start; position < end; position++) {
+      const index = shown[position];
+      const element = drawn.get(index) || buildCard(cards[index]);
+      element.style.left = `${(position % columns) * CELL_WIDTH}px`;
+      element.style.top = `${Math.floor(position / columns) * CELL_HEIGHT}px`;
+      if (!element.isConnected) added.append(element);
+      keep.set(index, element);
+    }
+    for (const [index, element] of drawn) if (!keep.has(index)) element.remove();
+    grid.append(added);
+    drawn = keep;
+  }
+
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      draw(false);
+    });
+  }
+
+  // ---------------------------------------------------------------- start
+
+  function setUp() {
+    renderHeader();
+    renderTiles();
+    renderHistogram();
+    renderRunTable();
+    renderProvenanceTable();
+    for (const id of ["filter-fake", "filter-uncertain", "filter-real", "filter-error", "errors-only", "filter-provenance", "filter-kind", "sort"]) {
+      $(id).addEventListener("change", applyFilters);
+    }
+    for (const id of ["score-min", "score-max", "search"]) $(id).addEventListener("input", applyFilters);
+    $("reset").addEventListener("click", resetControls);
+    $("details-close").addEventListener("click", () => $("details").close());
+    window.addEventListener("scroll", schedule, { passive: true });
+    window.addEventListener("resize", () => {
+      layout();
+      draw(true);
+    });
+    applyFilters();
+    document.documentElement.dataset.ready = "true";
+    document.documentElement.dataset.readyMs = String(Math.round(performance.now()));
+  }
+
+  setUp();
+})();
