@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 # Every extra the test suite exercises; users install only what they need.
-EXTRAS ?= dev,train,eval,explain,video,faces,faces-cnn,serve,onnx,ray
+EXTRAS ?= dev,train,eval,explain,video,faces,faces-cnn,serve,onnx,ray,provenance
 
 # `make demo` scores the example images (made by examples/make_examples.py) with the bundled model;
 # MODEL=FOLDER and IMAGES='a.jpg folder/' score other ones.
@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(EXTRAS)]'
+	# The provenance tests' watermark embedder, without its opencv-python (pyproject.toml says why).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt invisible-watermark
 	touch $(STAMP)
 
 install: $(STAMP)

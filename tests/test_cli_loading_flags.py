@@ -36,6 +36,8 @@ EXPECTED = {
     "--max-pixels",
     "--allow-pickle",
     "--workers",
+    "--no-provenance",
+    "--c2pa-trust-anchors",
 }
 
 
@@ -48,13 +50,13 @@ def _help(verb: str) -> str:
 
 
 def _flags(text: str) -> set[str]:
-    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
 
 
 def test_every_field_of_the_declaration_has_its_flags():
     for item in fields(DetectorConfig):
         flag = "--" + item.name.replace("_", "-")
-        assert flag in EXPECTED or item.name in ("thresholds", "faces"), item.name
+        assert flag in EXPECTED or item.name in ("thresholds", "faces", "provenance"), item.name
 
 
 @pytest.mark.parametrize("verb", LOADING_VERBS)

@@ -131,7 +131,10 @@ def test_a_bad_input_in_face_mode_is_an_error_row_not_an_abort(detector, tmp_pat
 def test_plain_rows_keep_their_format(detector):
     image, _ = picture_with_faces(300, 240, [(60, 40, 160)], seed=5)
     row = detector.predict(image).to_dict()
-    assert list(row) == ["source", "label", "fake_score", "verdict", "model", "revision", "error"]
+    assert list(row) == [
+        *("source", "label", "fake_score", "verdict", "model", "revision", "error"),
+        *("decided_by", "provenance"),
+    ]
 
 
 def test_a_model_failure_in_face_mode_gives_error_rows(detector, monkeypatch):

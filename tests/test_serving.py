@@ -126,11 +126,10 @@ def test_predict_gives_the_librarys_records_for_each_upload(server, detector, va
     expected = detector.predict(paths, batch_size=4)
     assert [record["source"] for record in records] == [path.name for path in paths]
     for record, prediction in zip(records, expected, strict=True):
-        assert set(record) == {*Prediction.field_names(), "error_code"}
+        assert set(record) == {*Prediction.field_names(), "provenance", "error_code"}
         library = prediction.to_dict()
-        assert {key: record[key] for key in ("label", "verdict", "model", "revision", "error")} == {
-            key: library[key] for key in ("label", "verdict", "model", "revision", "error")
-        }
+        same = ("label", "verdict", "model", "revision", "error", "decided_by", "provenance")
+        assert {key: record[key] for key in same} == {key: library[key] for key in same}
         assert record["fake_score"] == pytest.approx(library["fake_score"], abs=1e-6)
         assert record["error_code"] is None
 

@@ -235,7 +235,8 @@ def test_cli_timeline_and_plain_image_rows(tmp_path, seed_checkpoint):
     image, _ = picture_with_faces(240, 180, [FACE_AT], seed=9)
     image.save(tmp_path / "photo.png")
     code, out = _run(["predict", str(tmp_path / "photo.png"), "--format", "csv", *model])
-    assert out.splitlines()[0] == "source,label,fake_score,verdict,model,revision,error"  # unchanged
+    header = "source,label,fake_score,verdict,model,revision,error,decided_by,ai_declared,provenance_evidence"
+    assert out.splitlines()[0] == header  # plain rows: no face columns
     # A face-mode CSV resumes in face mode only: the columns of its rows must match its header.
     results = str(tmp_path / "results.csv")
     assert _run(["predict", str(tmp_path / "photo.png"), "--faces", "-o", results, *model])[0] == 0

@@ -159,3 +159,30 @@ def test_video_upload_draws_the_per_frame_timeline(server, page, tmp_path):
     assert len(points) == len(expected["frames"]) == 8
     assert page.locator("#timeline").is_visible()
     page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+
+
+def test_provenance_evidence_is_shown_beside_the_score_as_text(server, page, tmp_path):
+    from PIL import PngImagePlugin
+
+    pytest.importorskip("c2pa")
+    hostile = '<img src=x onerror="window.__pwned=1"> Steps: 20, Sampler: Euler a, CFG scale: 7'
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", hostile)
+    path = tmp_path / "generated.png"
+    Image.new("RGB", (80, 60), (90, 120, 200)).save(path, pnginfo=info)
+    page.goto(server)
+    sync_api.expect(page.locator("#model-line")).to_contain_text("weights", timeout=30_000)
+    page.set_input_files("#file-input", str(path))
+    page.wait_for_selector("#verdict[data-state=done]", timeout=60_000)
+
+    expected = api_prediction(server, path, faces=page.locator("#find-faces").is_checked())
+    panel = page.locator("#provenance")
+    sync_api.expect(panel).to_be_visible()
+    assert panel.get_attribute("data-ai-declared") == "true"
+    assert panel.get_attribute("data-decided-by") == expected["decided_by"] == "model"
+    items = page.locator("#provenance-evidence li")
+    assert items.count() == len(expected["provenance"]["evidence"]) == 1
+    assert "metadata · png_parameters: " in items.inner_text()
+    assert hostile in items.inner_text()  # the markup shows as text
+    assert page.locator("#provenance-evidence img").count() == 0
+    assert page.evaluate("window.__pwned") is None

@@ -8,6 +8,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from deepfake_detector.provenance import ProvenanceRecord
+
+# The CSV columns of the provenance record (`ProvenanceRecord.flat`): nested evidence stays in JSON.
+PROVENANCE_COLUMNS = ("ai_declared", "provenance_evidence")
+
+
+def _provenance_columns(record: ProvenanceRecord | None) -> dict:
+    return record.flat() if record is not None else dict.fromkeys(PROVENANCE_COLUMNS)
+
 
 class _Outcome:
     """What every per-input record answers the same way from its ``error`` and ``faces`` fields."""
@@ -38,6 +47,10 @@ class Prediction(_Outcome):
             are those of its faces combined (`deepfake_detector.aggregation.FaceAggregation`, default
             the most-fake face). An empty tuple when no face was found: the image was scored whole
             (``no_face``). None when faces were not searched for.
+        decided_by: "model", or "provenance" when the provenance stage's evidence set the verdict
+            (`deepfake_detector.provenance.decide_verdict`); None for error rows.
+        provenance: What the provenance stage found (C2PA, metadata, watermark); None when the stage
+            was switched off. ``fake_score`` is always the model's own.
     """
 
     source: str | int
@@ -48,18 +61,33 @@ class Prediction(_Outcome):
     revision: str | None = None
     error: str | None = None
     faces: tuple[FaceScore, ...] | None = None
+    decided_by: str | None = None
+    provenance: ProvenanceRecord | None = None
 
     @classmethod
-    def failed(cls, source: str | int, error: Exception | str, *, model: str, revision: str | None = None):
+    def failed(
+        cls,
+        source: str | int,
+        error: Exception | str,
+        *,
+        model: str,
+        revision: str | None = None,
+        provenance: ProvenanceRecord | None = None,
+    ):
         """The error row of an input that could not be scored."""
-        return cls(source, None, None, None, model, revision, error=str(error))
+        return cls(source, None, None, None, model, revision, error=str(error), provenance=provenance)
 
     def to_dict(self) -> dict:
         row = {name: getattr(self, name) for name in self.field_names()}
+        row["provenance"] = None if self.provenance is None else self.provenance.to_dict()
         if self.faces is not None:  # face mode adds its keys; a row scored whole keeps the plain format
             row["no_face"] = self.no_face
             row["faces"] = [face.to_dict() for face in self.faces]
         return row
+
+    def provenance_columns(self) -> dict:
+        """The CSV columns of ``provenance`` (`PROVENANCE_COLUMNS`)."""
+        return _provenance_columns(self.provenance)
 
     def summary(self) -> dict:
         """The face counts that CSV and table rows carry (`SUMMARY_FIELDS`); None where they don't apply."""
@@ -72,8 +100,9 @@ class Prediction(_Outcome):
 
     @classmethod
     def field_names(cls) -> list[str]:
-        """The columns of every row (the CSV header); face mode adds ``no_face`` and ``faces`` to JSON."""
-        return [f.name for f in fields(cls) if f.name != "faces"]
+        """The plain columns of every row; JSON adds ``provenance`` (and in face mode ``no_face`` and
+        ``faces``), CSV flattens the provenance into `PROVENANCE_COLUMNS`."""
+        return [f.name for f in fields(cls) if f.name not in ("faces", "provenance")]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy arrays have no single truth value to compare by
@@ -242,6 +271,8 @@ class VideoPrediction:
             frame decoded; the score is from the frames before it. None when the stream decoded fully.
         decode_problem: What went wrong while decoding, when something did; the rest still counts.
         error: Why the video could not be scored at all; when set, the score and verdict are None.
+        decided_by: As `Prediction.decided_by`.
+        provenance: As `Prediction.provenance`; for videos, the C2PA check of the file.
     """
 
     source: str | int
@@ -256,6 +287,8 @@ class VideoPrediction:
     stopped_at_s: float | None = None
     decode_problem: str | None = None
     error: str | None = None
+    decided_by: str | None = None
+    provenance: ProvenanceRecord | None = None
 
     @classmethod
     def failed(
@@ -301,6 +334,8 @@ class VideoPrediction:
             "model": self.model,
             "revision": self.revision,
             "error": self.error,
+            "decided_by": self.decided_by,
+            "provenance": None if self.provenance is None else self.provenance.to_dict(),
             "kind": "video",
             "aggregation": self.aggregation,
             "duration_s": self.duration_s,
@@ -312,6 +347,10 @@ class VideoPrediction:
             "decode_problem": self.decode_problem,
             "frames": [frame.to_dict() for frame in self.frames],
         }
+
+    def provenance_columns(self) -> dict:
+        """The CSV columns of ``provenance`` (`PROVENANCE_COLUMNS`)."""
+        return _provenance_columns(self.provenance)
 
     def summary(self) -> dict:
         """The counts that CSV and table rows carry (`SUMMARY_FIELDS`)."""

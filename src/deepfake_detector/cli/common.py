@@ -78,6 +78,16 @@ def _add_thresholds(parser, group, item) -> None:
     )
 
 
+def _add_provenance(parser, group, item) -> None:
+    group.add_argument(
+        "--no-provenance",
+        dest="provenance",
+        action="store_false",
+        help="skip the provenance stage (C2PA content credentials, generator metadata, the Stable "
+        "Diffusion watermark) that runs before the model; scores are the same either way",
+    )
+
+
 def _add_faces(parser, group, item) -> None:
     from deepfake_detector.cli.media import add_face_arguments
 
@@ -107,6 +117,7 @@ _SPECIAL_FLAGS = {
     "jpeg_draft": _add_jpeg_draft,
     "thresholds": _add_thresholds,
     "faces": _add_faces,
+    "provenance": _add_provenance,
 }
 
 

@@ -55,6 +55,8 @@ PREDICTION_COLUMNS = (
     "verdict",
     "model_label",
     "error",
+    "decided_by",
+    "ai_declared",
 )
 ROBUSTNESS_COLUMNS = ("perturbation", "path", "label", "source", "fake_score", "predicted", "error")
 
@@ -222,9 +224,37 @@ def _score_rows(
                 "verdict": prediction.verdict,
                 "model_label": prediction.label,
                 "error": prediction.error,
+                "decided_by": prediction.decided_by,
+                "ai_declared": None if prediction.provenance is None else prediction.provenance.ai_declared,
+                "evidence": bool(prediction.provenance and prediction.provenance.evidence),
             }
         )
     return rows
+
+
+def _provenance_summary(scored: Sequence[dict], labels, scores, threshold: float) -> dict:
+    """What provenance decided, and the metrics with its verdicts (a decided image scores 1: fake)
+    beside the model's alone, on the same images."""
+    decided = np.array([row["decided_by"] == "provenance" for row in scored], dtype=bool)
+    with_provenance = np.where(decided, 1.0, scores)
+
+    def metrics(values) -> dict:
+        common = {"positive": POSITIVE, "threshold": threshold}
+        return {
+            "roc_auc": compute_roc_auc(labels, values, positive=POSITIVE),
+            "accuracy": compute_accuracy(labels, values, **common),
+            "fpr": compute_false_positive_rate(labels, values, **common),
+            "fnr": compute_false_negative_rate(labels, values, **common),
+        }
+
+    return {
+        "scored": len(scored),
+        "decided": int(decided.sum()),
+        "ai_declared": sum(row["ai_declared"] is True for row in scored),
+        "with_evidence": sum(row["evidence"] for row in scored),
+        "without": metrics(scores),
+        "with": metrics(with_provenance),
+    }
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
@@ -335,7 +365,7 @@ def evaluate(
             perturbed_rows += [{"perturbation": perturbation.name, **row} for row in result]
         _write_csv(out / "robustness.csv", ROBUSTNESS_COLUMNS, perturbed_rows)
 
-    from deepfake_detector.provenance import git_revision
+    from deepfake_detector.run_info import git_revision
 
     stored = getattr(detector.config, CONFIG_KEY, None) or {}
     options = detector.resolve_faces(faces)
@@ -380,6 +410,9 @@ def evaluate(
         errors=tuple((row["path"], row["error"]) for row in rows if row["error"] is not None),
         scoring=scoring,
         split_note=split_note,
+        provenance=None
+        if detector.provenance is None
+        else _provenance_summary(scored, labels, scores, threshold),
     )
     render_report(report, out, labels=labels, scores=scores)
     return report

@@ -106,6 +106,9 @@ class EvaluationReport:
         errors: ``(path, message)`` of every image that failed.
         scoring: How the images were scored: engine, precision, JPEG draft decoding, face crops
             (`Detector.describe_scoring`), so that the numbers can be reproduced.
+        provenance: What the provenance stage did (`deepfake_detector.evaluation.evaluate`): how many
+            images it decided, declared AI or carried evidence, and the metrics with its verdicts
+            beside the model's alone. None when the stage was off.
         split_note: What the report must say about the split (every row evaluated because the data
             has none of its own, or a split computed here); None when the data's own split was used.
     """
@@ -133,6 +136,7 @@ class EvaluationReport:
     errors: tuple[tuple[str, str], ...] = ()
     scoring: dict | None = None
     split_note: str | None = None
+    provenance: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -159,6 +163,7 @@ class EvaluationReport:
             "errors": [list(error) for error in self.errors],
             "scoring": self.scoring,
             "split_note": self.split_note,
+            "provenance": self.provenance,
         }
 
 
@@ -204,6 +209,24 @@ def _scoring_line(scoring: dict) -> str:
             else "on whole images."
         )
     )
+
+
+def _provenance_lines(provenance: dict) -> list[str]:
+    lines = [
+        "",
+        "## Provenance",
+        "",
+        f"Decided by provenance (valid C2PA AI declaration or Stable Diffusion watermark): "
+        f"{provenance['decided']} of {provenance['scored']} scored images; AI declared by any evidence: "
+        f"{provenance['ai_declared']}; with any evidence: {provenance['with_evidence']}. "
+        "With provenance, a decided image counts as fake (score 1).",
+        "",
+    ]
+    rows = [
+        [name, *(_number(provenance[key][metric]) for metric in ("roc_auc", "accuracy", "fpr", "fnr"))]
+        for name, key in (("model alone", "without"), ("with provenance", "with"))
+    ]
+    return lines + _table(["scores", "ROC-AUC", "accuracy", "real error", "missed fakes"], rows)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -363,6 +386,8 @@ def render_markdown(report: EvaluationReport, path: Path, plots: Mapping[str, st
                 for row in report.robustness
             ],
         )
+    if report.provenance is not None:
+        lines += _provenance_lines(report.provenance)
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({file})" for name, file in plots.items()]

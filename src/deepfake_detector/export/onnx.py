@@ -249,7 +249,7 @@ def _export_info(checkpoint, precision, model, parity, max_logit_diff, check_cou
     import transformers
 
     from deepfake_detector import __version__
-    from deepfake_detector.provenance import git_revision
+    from deepfake_detector.run_info import git_revision
 
     return {
         "format": "onnx",

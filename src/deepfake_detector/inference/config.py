@@ -99,6 +99,18 @@ class DetectorConfig:
             "at most 4)"
         },
     )
+    provenance: bool = field(
+        default=True,
+        metadata={
+            "help": "read C2PA content credentials, generator metadata and the Stable Diffusion watermark "
+            "before the model (a valid C2PA AI declaration or an exact watermark makes the verdict fake); "
+            "False: skip them"
+        },
+    )
+    c2pa_trust_anchors: str | None = field(
+        default=None,
+        metadata={"help": "PEM file of root certificates whose C2PA signers count as trusted"},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", os.fspath(self.model))

@@ -36,7 +36,13 @@ from deepfake_detector.inference.faces import iter_crop_logits
 from deepfake_detector.inference.prefetch import map_ordered
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.inference.scorer import InputLogits, Scorer
-from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, ImageInput, describe_source, try_load_image
+from deepfake_detector.io.images import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    ImageInput,
+    describe_source,
+    try_decode_image,
+)
 from deepfake_detector.io.inputs import InputProblem, is_video_path
 from deepfake_detector.modeling.checkpoints import (
     DEFAULT_MODEL,
@@ -45,6 +51,7 @@ from deepfake_detector.modeling.checkpoints import (
     resolve_checkpoint,
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
+from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceRecord, decide_verdict
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import Calibration, Thresholds
 
@@ -128,6 +135,7 @@ class Detector:
         jpeg_draft: bool = False,
         workers: int | None = None,
         face_options: FaceOptions | None = None,
+        provenance: ProvenanceOptions | None = None,
     ) -> None:
         # model is None when the checkpoint is an ONNX export; then `engine` and `config` are required.
         self.model = model.to(device) if model is not None else None
@@ -151,6 +159,8 @@ class Detector:
         # Face mode when a call leaves ``faces`` out: the checkpoint's stored settings (config.json says
         # how it was trained), under the ``faces`` that `from_pretrained` was given.
         self.face_options = face_options
+        # The provenance stage (C2PA, metadata, watermark) every predict runs first; None: off.
+        self.provenance = provenance
 
     @classmethod
     def from_pretrained(
@@ -169,6 +179,8 @@ class Detector:
         jpeg_draft: bool | None = None,
         workers: int | None = None,
         faces: FaceChoice = None,
+        provenance: bool = True,
+        c2pa_trust_anchors: str | os.PathLike | None = None,
         **model_kwargs,
     ) -> Detector:
         """Loads the bundled model (default), a local folder, a hub id, or an alias such as ``seed-v2``.
@@ -202,13 +214,24 @@ class Detector:
             faces: The detector's face mode when a call leaves ``faces`` out (`face_options`): None
                 (default) as the checkpoint says, ``True``/``False``, `FaceOptions`, or `FaceOverrides`
                 merged over the checkpoint's settings (`resolve_face_options`).
+            provenance: Run the provenance stage before the model (`deepfake_detector.provenance`):
+                C2PA content credentials, generator metadata and the Stable Diffusion watermark,
+                reported in every result; a valid C2PA declaration of AI generation or an exact
+                watermark makes the verdict "fake". False switches it off.
+            c2pa_trust_anchors: A PEM file of root certificates whose C2PA signers are trusted.
             **model_kwargs: Passed to ``from_pretrained`` of the model.
 
         Raises:
             CheckpointError: The checkpoint can't be found, trusted or loaded, or its labels can't be
                 mapped to real and fake (`LabelMappingError`).
             EngineError: ``precision`` or ``engine`` is unknown or can't run this checkpoint here.
+            ProvenanceError: ``c2pa_trust_anchors`` can't be read as PEM certificates.
         """
+        provenance_options = (
+            ProvenanceOptions(None if c2pa_trust_anchors is None else os.fspath(c2pa_trust_anchors))
+            if provenance
+            else None
+        )
         checkpoint = resolve_checkpoint(
             name_or_path,
             revision=revision,
@@ -250,6 +273,7 @@ class Detector:
             jpeg_draft=precision != "fp32" if jpeg_draft is None else jpeg_draft,
             workers=workers,
             face_options=face_options,
+            provenance=provenance_options,
         )
         detector.engine_choice = choice
         detector._export_info = export_info
@@ -417,23 +441,24 @@ class Detector:
     def _iter_face_logits(self, images, options: FaceOptions, *, batch_size: int) -> Iterator[InputLogits]:
         face_detector = options.build_detector()  # before any input: a missing backend is a usage error
 
-        def prepared() -> Iterator[tuple[str | int, FaceCrops | Exception]]:
+        def prepared() -> Iterator[tuple[tuple, FaceCrops | Exception]]:
             for index, item in enumerate(images):
                 # Full-resolution pixels: face boxes and crops are in the image's own pixels.
-                source, image = self._load(index, item)
+                source, image, record = self._load(index, item)
                 if isinstance(image, Exception):
-                    yield source, image
+                    yield (source, record), image
                     continue
                 try:
-                    yield source, cut_faces(face_detector, image, options)
+                    yield (source, record), cut_faces(face_detector, image, options)
                 except (RuntimeError, ValueError, DetectorError) as error:
-                    yield source, DetectorError(f"{source}: face detection failed: {error}")
+                    yield (source, record), DetectorError(f"{source}: face detection failed: {error}")
 
-        for source, crops, logits in iter_crop_logits(self.compute_logits, prepared(), batch_size=batch_size):
+        scored = iter_crop_logits(self.compute_logits, prepared(), batch_size=batch_size)
+        for (source, record), crops, logits in scored:
             if isinstance(crops, Exception):
-                yield InputLogits(source, None, error=str(crops))
+                yield InputLogits(source, None, error=str(crops), provenance=record)
             else:
-                yield InputLogits(source, logits, crops.boxes, crops.crop_boxes)
+                yield InputLogits(source, logits, crops.boxes, crops.crop_boxes, provenance=record)
 
     def explain(
         self,
@@ -484,7 +509,7 @@ class Detector:
         face_detector = options.build_detector() if options else None  # a missing backend: usage error
         scorer = self.scorer
         for index, item in enumerate(images):
-            source, image = self._load(index, item)
+            source, image, _ = self._load(index, item, provenance=False)
             if isinstance(image, Exception):
                 yield self._explain_error(source, method, image)
                 continue
@@ -595,7 +620,7 @@ class Detector:
         from deepfake_detector.video.decode import FrameSampling
         from deepfake_detector.video.scoring import predict_video
 
-        return predict_video(
+        result = predict_video(
             self.scorer,
             video,
             faces=self.resolve_faces(faces),
@@ -603,6 +628,11 @@ class Detector:
             aggregation=aggregation or FrameAggregation(),
             batch_size=batch_size,
         )
+        if self.provenance is None or not result.ok:
+            return result
+        record = self.provenance.inspect_file(video)  # C2PA: videos carry manifests too
+        verdict, decided_by = decide_verdict(result.verdict, record)
+        return replace(result, verdict=verdict, decided_by=decided_by, provenance=record)
 
     def iter_predict_media(
         self,
@@ -635,27 +665,41 @@ class Detector:
                 yield from self.iter_predict(run, batch_size=batch_size, faces=options or False)
 
     def _load(
-        self, index: int, item, *, draft_size: tuple[int, int] | None = None
-    ) -> tuple[str | int, object]:
+        self, index: int, item, *, draft_size: tuple[int, int] | None = None, provenance: bool = True
+    ) -> tuple[str | int, object, ProvenanceRecord | None]:
+        """One input decoded: (source, RGB image or the error, what the provenance stage found)."""
         if isinstance(item, InputProblem):
-            return item.source, ImageLoadError(item.error)
+            return item.source, ImageLoadError(item.error), None
         source = describe_source(item, index)
         name = str(source) if isinstance(source, str) else f"input {index}"
-        return source, try_load_image(item, name=name, max_pixels=self.max_pixels, draft_size=draft_size)
+        decoded = try_decode_image(item, name=name, max_pixels=self.max_pixels, draft_size=draft_size)
+        if isinstance(decoded, Exception):
+            return source, decoded, None
+        record = None
+        if provenance and self.provenance is not None:
+            try:
+                record = self.provenance.inspect_image(decoded)
+            except Exception as error:  # the checks' own guards failed: keep the row, say so
+                problem = Finding("provenance", "provenance_error", f"{type(error).__name__}: {error}"[:300])
+                record = ProvenanceRecord((problem,))
+        return source, decoded.rgb, record
 
-    def _prepare(self, indexed: tuple[int, object]) -> tuple[str | int, np.ndarray | Exception]:
+    def _prepare(
+        self, indexed: tuple[int, object]
+    ) -> tuple[str | int, np.ndarray | Exception, ProvenanceRecord | None]:
         """Reads and preprocesses one input, in a worker thread; a failure becomes its row's error."""
         index, item = indexed
-        source, image = self._load(index, item, draft_size=self.preprocessor.draft_size)
+        source, image, record = self._load(index, item, draft_size=self.preprocessor.draft_size)
         if isinstance(image, Exception):
-            return source, image
+            return source, image, record
         try:
-            return source, self.preprocessor(image)  # (3, H, W)
+            return source, self.preprocessor(image), record  # (3, H, W)
         except Exception as error:  # an odd image must fail alone, not take its batch with it
-            return source, ImageLoadError(f"{source}: cannot preprocess ({type(error).__name__}: {error})")
+            problem = ImageLoadError(f"{source}: cannot preprocess ({type(error).__name__}: {error})")
+            return source, problem, record
 
-    def _logits_batch(self, loaded: list[tuple[str | int, np.ndarray | Exception]]) -> list[InputLogits]:
-        good = [pixels for _, pixels in loaded if not isinstance(pixels, Exception)]
+    def _logits_batch(self, loaded: list[tuple]) -> list[InputLogits]:
+        good = [pixels for _, pixels, _ in loaded if not isinstance(pixels, Exception)]
         failure = None
         if good:
             try:
@@ -663,12 +707,12 @@ class Detector:
             except (RuntimeError, ValueError, DetectorError) as error:
                 failure = DetectorError(f"model failed: {error}")
         results = []
-        for source, pixels in loaded:
+        for source, pixels, record in loaded:
             if isinstance(pixels, Exception) or failure is not None:
                 error = pixels if isinstance(pixels, Exception) else failure
-                results.append(InputLogits(source, None, error=str(error)))
+                results.append(InputLogits(source, None, error=str(error), provenance=record))
             else:
-                results.append(InputLogits(source, next(logits)[None]))  # (1, C)
+                results.append(InputLogits(source, next(logits)[None], provenance=record))  # (1, C)
         return results
 
 
@@ -708,4 +752,5 @@ def _load_face_options(config, name: str) -> FaceOptions | None:
 def _is_single(images) -> bool:
     from PIL import Image
 
-    return isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray))
+    single = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, DecodedImage)
+    return isinstance(images, single)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from deepfake_detector.provenance import decide_verdict
 from deepfake_detector.results import FaceScore, Prediction
 from deepfake_detector.scoring import Calibration, Score, compute_scores, compute_verdict
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from deepfake_detector.aggregation import FaceAggregation
     from deepfake_detector.faces.boxes import FaceBox
     from deepfake_detector.modeling.labels import LabelRoles
+    from deepfake_detector.provenance import ProvenanceRecord
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy arrays have no single truth value to compare by
@@ -41,6 +43,7 @@ class InputLogits:
             the whole image); None when faces were not searched for.
         crop_boxes: The square region scored for each face, in the same order.
         error: Why this input could not be scored.
+        provenance: What the provenance stage found in the input; None when it did not run.
     """
 
     source: str | int
@@ -48,6 +51,7 @@ class InputLogits:
     boxes: tuple[FaceBox, ...] | None = None
     crop_boxes: tuple[tuple[int, int, int, int], ...] = ()
     error: str | None = None
+    provenance: ProvenanceRecord | None = None
 
     @property
     def ok(self) -> bool:
@@ -89,8 +93,12 @@ class Scorer:
     def verdict(self, fake_score: float) -> str:
         return compute_verdict(fake_score, self.calibration.thresholds)
 
-    def failed(self, source: str | int, error: Exception | str) -> Prediction:
-        return Prediction.failed(source, error, model=self.model, revision=self.revision)
+    def failed(
+        self, source: str | int, error: Exception | str, provenance: ProvenanceRecord | None = None
+    ) -> Prediction:
+        return Prediction.failed(
+            source, error, model=self.model, revision=self.revision, provenance=provenance
+        )
 
     def combine(
         self,
@@ -103,9 +111,10 @@ class Scorer:
         return combine_faces(self.score_logits(logits), boxes, crop_boxes, aggregation)
 
     def predict(self, scored: InputLogits, aggregation: FaceAggregation) -> Prediction:
-        """The `Prediction` for one input's logits: its faces combined by ``aggregation`` in face mode."""
+        """The `Prediction` for one input's logits: its faces combined by ``aggregation`` in face mode,
+        the verdict the scoring rule's unless the input's provenance decides it (`decide_verdict`)."""
         if not scored.ok:
-            return self.failed(scored.source, scored.error)
+            return self.failed(scored.source, scored.error, scored.provenance)
         faces = None
         if scored.boxes is None:
             (score,) = self.score_logits(scored.logits)
@@ -113,14 +122,17 @@ class Scorer:
         else:
             combined = self.combine(scored.logits, scored.boxes, scored.crop_boxes, aggregation)
             faces, label, fake_score = combined.faces, combined.label, combined.fake_score
+        verdict, decided_by = decide_verdict(self.verdict(fake_score), scored.provenance)
         return Prediction(
             source=scored.source,
             label=label,
             fake_score=fake_score,
-            verdict=self.verdict(fake_score),
+            verdict=verdict,
             model=self.model,
             revision=self.revision,
             faces=faces,
+            decided_by=decided_by,
+            provenance=scored.provenance,
         )
 
 

@@ -11,6 +11,7 @@ import io
 import os
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from deepfake_detector.errors import ImageLoadError, ImageTooLargeError
 # 24-megapixel camera images. A larger image is refused unless the caller raises the limit.
 DEFAULT_MAX_PIXELS = 89_478_485
 
-ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray  # or DecodedImage
 
 
 def describe_source(image: ImageInput, index: int) -> str | int:
@@ -73,7 +74,7 @@ def _read_file(path: Path) -> bytes:
 
 def _open_image(
     data: bytes, name: str, max_pixels: int, draft_size: tuple[int, int] | None = None
-) -> Image.Image:
+) -> tuple[Image.Image, bool]:
     if not data:
         raise ImageLoadError(f"{name}: empty input (0 bytes)")
     if max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
@@ -106,7 +107,7 @@ def _open_image(
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageLoadError(f"{name}: truncated or corrupt image data ({error})") from None
-    return image
+    return image, image.size != (width, height)
 
 
 def _scale_high_bit_depth(image: Image.Image) -> Image.Image:
@@ -151,6 +152,25 @@ def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels))
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """One input, decoded, with what the provenance stage reads beside the pixels.
+
+    Attributes:
+        rgb: The RGB image the model scores (`load_image`'s result).
+        original: The image as the file decoded, before orientation and RGB conversion, with its
+            metadata (``info``, EXIF); the input itself for PIL images; None for arrays.
+        data: The encoded file bytes, for files and bytes inputs; None for decoded inputs.
+        reduced: True when a JPEG was decoded at reduced scale (``draft_size``), so ``rgb`` is not
+            the file's own pixels.
+    """
+
+    rgb: Image.Image
+    original: Image.Image | None = None
+    data: bytes | None = None
+    reduced: bool = False
+
+
 def load_image(
     image: ImageInput,
     *,
@@ -175,22 +195,38 @@ def load_image(
     Raises:
         ImageLoadError: The message names the input and says what is wrong with it.
     """
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        name = name or str(image)
-        return to_rgb(_open_image(_read_file(path), name, max_pixels, draft_size))
+    return decode_image(image, name=name, max_pixels=max_pixels, draft_size=draft_size).rgb
+
+
+def decode_image(
+    image: ImageInput,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """`load_image`, keeping the file's bytes and its image as decoded (`DecodedImage`). Arguments and
+    errors as for `load_image`; a `DecodedImage` (decoded earlier, e.g. by the server's own threads)
+    passes through as it is."""
+    if isinstance(image, DecodedImage):
+        return image
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        if isinstance(image, (str, os.PathLike)):
+            data, name = _read_file(Path(image)), name or str(image)
+        else:
+            data, name = bytes(image), name or "input"
+        original, reduced = _open_image(data, name, max_pixels, draft_size)
+        return DecodedImage(to_rgb(original), original, data, reduced)
     name = name or "input"
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return to_rgb(_open_image(bytes(image), name, max_pixels, draft_size))
     if isinstance(image, Image.Image):
         width, height = image.size
         if width * height > max_pixels:
             raise ImageTooLargeError(
                 f"{name}: image has {width * height:,} pixels, above the limit of {max_pixels:,}"
             )
-        return to_rgb(image)
+        return DecodedImage(to_rgb(image), image)
     if isinstance(image, np.ndarray):
-        return to_rgb(_array_to_image(image, name))
+        return DecodedImage(to_rgb(_array_to_image(image, name)))
     raise ImageLoadError(
         f"{name}: unsupported input type {type(image).__name__}; "
         "pass a path, bytes, a PIL image or a NumPy array"
@@ -210,8 +246,20 @@ def try_load_image(
     `ImageLoadError` that names the file too, so one bad input never takes its batch down. The error's
     type is kept (`ImageTooLargeError` for a bomb), so callers can tell the problems apart.
     """
+    decoded = try_decode_image(image, name=name, max_pixels=max_pixels, draft_size=draft_size)
+    return decoded if isinstance(decoded, ImageLoadError) else decoded.rgb
+
+
+def try_decode_image(
+    image: ImageInput,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> DecodedImage | ImageLoadError:
+    """`decode_image` for a batch, as `try_load_image` is for `load_image`."""
     try:
-        return load_image(image, name=name, max_pixels=max_pixels, draft_size=draft_size)
+        return decode_image(image, name=name, max_pixels=max_pixels, draft_size=draft_size)
     except ImageLoadError as error:
         return error
     except Exception as error:

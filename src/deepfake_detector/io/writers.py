@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from deepfake_detector.results import SUMMARY_FIELDS, Prediction, VideoPrediction
+from deepfake_detector.results import PROVENANCE_COLUMNS, SUMMARY_FIELDS, Prediction, VideoPrediction
 
 FORMATS = ("table", "json", "jsonl", "csv")
 RESUMABLE_FORMATS = ("jsonl", "csv")
@@ -74,7 +74,7 @@ class ResultWriter:
 
 def csv_columns(summary: bool = False) -> list[str]:
     """The CSV header: `Prediction`'s columns, plus the face and frame counts in face mode."""
-    return Prediction.field_names() + (list(SUMMARY_FIELDS) if summary else [])
+    return Prediction.field_names() + list(PROVENANCE_COLUMNS) + (list(SUMMARY_FIELDS) if summary else [])
 
 
 def flat_row(prediction: Prediction | VideoPrediction, summary: bool = False) -> dict:
@@ -83,6 +83,7 @@ def flat_row(prediction: Prediction | VideoPrediction, summary: bool = False) ->
     Face and frame details stay in JSON rows; ``summary`` (face mode) adds their counts instead.
     """
     row = prediction.to_dict()
+    row.update(prediction.provenance_columns())
     if summary:
         row.update(prediction.summary())
     return {name: row[name] for name in csv_columns(summary)}
@@ -97,7 +98,15 @@ def _table_row(prediction: Prediction | VideoPrediction) -> str:
 
 
 def _table_note(prediction: Prediction | VideoPrediction) -> str:
-    """Face and frame counts after the source, for rows scored in face or video mode."""
+    """What decided a verdict set by provenance, and face and frame counts in face or video mode."""
+    note = ""
+    if prediction.decided_by == "provenance":
+        decisive = ", ".join(finding.name for finding in prediction.provenance.decisive)
+        note = f"  [decided by provenance: {decisive}]"
+    return note + _count_note(prediction)
+
+
+def _count_note(prediction: Prediction | VideoPrediction) -> str:
     if isinstance(prediction, VideoPrediction):
         parts = [f"{len(prediction.frames)} frames", prediction.aggregation["strategy"]]
         if prediction.no_face_frames is not None:

@@ -41,6 +41,48 @@ class FaceRecord(BaseModel):
     verdict: Verdict
 
 
+class FindingRecord(BaseModel):
+    """`Finding.to_dict()`: one piece of provenance evidence."""
+
+    check: Literal["c2pa", "metadata", "watermark", "provenance"]
+    name: str = Field(
+        description="What it is, e.g. c2pa_ai_generated, png_parameters, sd_watermark, c2pa_error."
+    )
+    detail: str = Field(description="The matched field quoted (cut to 300 characters), or what went wrong.")
+
+
+class C2paRecord(BaseModel):
+    """`C2paSummary.to_dict()`: the active C2PA manifest as c2pa-python validated it."""
+
+    state: Literal["trusted", "valid", "invalid", "error"]
+    claim_generator: str | None
+    ai_generated: bool = Field(description="An assertion declares AI generation or compositing.")
+    digital_source_type: str | None
+    problems: list[str] = Field(description="Validation failure codes, or the read error.")
+
+
+class ProvenanceRecordSchema(BaseModel):
+    """`ProvenanceRecord.to_dict()`: what the file declares about its origin."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ai_declared: bool | None = Field(
+        description="True: a finding declares AI generation; false: provenance found, none declares it; "
+        "null: nothing found."
+    )
+    evidence: list[FindingRecord]
+    c2pa: C2paRecord | None
+    checks: list[str] = Field(description="The checks that ran on this input.")
+
+
+_DECIDED_BY = Field(
+    default=None,
+    description="'provenance' when a valid C2PA AI declaration or the Stable Diffusion watermark set the "
+    "verdict (then it is 'fake'), else 'model'; null for errors.",
+)
+_PROVENANCE = Field(default=None, description="Null when the server runs with the provenance stage off.")
+
+
 class PredictionRecord(BaseModel):
     """One image's verdict: `Prediction.to_dict()` plus the error's stable code."""
 
@@ -62,6 +104,8 @@ class PredictionRecord(BaseModel):
     faces: list[FaceRecord] | None = Field(
         default=None, description="With faces=true: every face, largest first."
     )
+    decided_by: Literal["model", "provenance"] | None = _DECIDED_BY
+    provenance: ProvenanceRecordSchema | None = _PROVENANCE
 
 
 class PredictResponse(BaseModel):
@@ -102,6 +146,8 @@ class VideoPredictionRecord(BaseModel):
     stopped_at_s: float | None = Field(description="Set when the stream ended early (truncated or damaged).")
     decode_problem: str | None
     frames: list[FrameRecord]
+    decided_by: Literal["model", "provenance"] | None = _DECIDED_BY
+    provenance: ProvenanceRecordSchema | None = _PROVENANCE
 
 
 class ExplanationRecord(BaseModel):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from deepfake_detector import __version__
 from deepfake_detector.errors import DetectorError, ExplainError, ImageTooLargeError, MissingExtraError
-from deepfake_detector.io.images import try_load_image
+from deepfake_detector.io.images import try_decode_image
 from deepfake_detector.results import Explanation, Prediction
 from deepfake_detector.serving.batching import MicroBatcher
 from deepfake_detector.serving.config import ServeConfig
@@ -47,12 +47,13 @@ class _Job:
 
 
 def _decode(upload: Upload, max_pixels: int, draft_size: tuple[int, int] | None):
-    """The RGB image, or ``(code, message)`` when the bytes are not a usable image.
+    """The decoded image (`DecodedImage`: the RGB pixels with the bytes and metadata the detector's
+    provenance stage reads), or ``(code, message)`` when the bytes are not a usable image.
 
     ``draft_size`` is the detector's own, so the pixels are those its ``predict`` would decode from
     the same bytes (and the CLI from the same file).
     """
-    image = try_load_image(upload.data, name=str(upload.name), max_pixels=max_pixels, draft_size=draft_size)
+    image = try_decode_image(upload.data, name=str(upload.name), max_pixels=max_pixels, draft_size=draft_size)
     if isinstance(image, ImageTooLargeError):
         return "too_many_pixels", str(image)
     if isinstance(image, Exception):
@@ -228,7 +229,7 @@ class DetectorService:
             raise ApiError(*outcome)
         try:
             explanation, png = await loop.run_in_executor(
-                self._model_thread, self._explain, outcome, method, faces
+                self._model_thread, self._explain, outcome.rgb, method, faces
             )
         except ExplainError as error:  # the method does not apply to this checkpoint
             raise ApiError("explain_unavailable", str(error)) from None

@@ -270,7 +270,7 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
         ensure_backbone,
     )
     from deepfake_detector.modeling.clip_detector import build_clip_detector, build_image_processor
-    from deepfake_detector.provenance import git_revision
+    from deepfake_detector.run_info import git_revision
     from deepfake_detector.scoring import compute_fake_scores, compute_probabilities
     from deepfake_detector.training.frozen_features import (
         extract_features,

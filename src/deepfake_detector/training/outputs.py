@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deepfake_detector import __version__
 from deepfake_detector.optional import require
-from deepfake_detector.provenance import git_revision
+from deepfake_detector.run_info import git_revision
 from deepfake_detector.scoring import CONFIG_KEY
 
 CONFIG_FILE = "training_config.yaml"

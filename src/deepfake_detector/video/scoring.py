@@ -92,4 +92,5 @@ def predict_video(
         rotation_deg=reader.rotation_deg,
         stopped_at_s=reader.stopped_at_s,
         decode_problem=reader.problem,
+        decided_by="model",
     )

@@ -57,6 +57,8 @@ function resetResult() {
   $("preview").hidden = false;
   $("faces").replaceChildren();
   $("timeline-chart").replaceChildren();
+  $("provenance").hidden = true;
+  $("provenance-evidence").replaceChildren();
   $("verdict").textContent = "";
   $("verdict").dataset.state = "pending";
   $("verdict").removeAttribute("data-verdict");
@@ -86,8 +88,33 @@ function showVerdict(record) {
     $("threshold-fake").style.left = `${thresholds.fake * 100}%`;
     $("threshold-real").hidden = thresholds.real === thresholds.fake;
   }
+  showProvenance(record);
   $("answer").hidden = false;
   verdict.dataset.state = "done";
+}
+
+// What the file declares about its origin (C2PA, metadata, watermark), beside the model's score.
+// Evidence is the uploader's own text: it goes in as textContent, never as markup.
+function showProvenance(record) {
+  const provenance = record.provenance;
+  if (!provenance) return;
+  const box = $("provenance");
+  box.dataset.aiDeclared = String(provenance.ai_declared);
+  box.dataset.decidedBy = record.decided_by || "";
+  const c2pa = provenance.c2pa ? ` C2PA manifest: ${provenance.c2pa.state}.` : "";
+  $("provenance-summary").textContent =
+    (record.decided_by === "provenance"
+      ? "Verdict set by provenance: the file declares AI generation (a valid C2PA manifest or the Stable Diffusion watermark); the model's score is shown as it is."
+      : provenance.evidence.length
+        ? "Evidence shown for information; metadata never changes the verdict."
+        : `Nothing found (checked: ${provenance.checks.join(", ") || "none"}).`) + c2pa;
+  for (const finding of provenance.evidence) {
+    const item = document.createElement("li");
+    item.className = `finding finding-${finding.check}`;
+    item.textContent = `${finding.check} · ${finding.name}: ${finding.detail}`;
+    $("provenance-evidence").append(item);
+  }
+  box.hidden = false;
 }
 
 // Face boxes, when the API returns them: [{box: [x0, y0, x1, y1], fake_score, verdict}] in image pixels.
