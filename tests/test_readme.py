@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -71,6 +72,20 @@ def test_usage_commands_run(workspace):
     assert len(_run_commands(_blocks("console", "## Usage")[0], workspace, timeout_s=300)) >= 4
     rows = (workspace / "results.jsonl").read_text().splitlines()
     assert len(rows) == len(list((workspace / "uploads").rglob("*.jpg")))  # --resume added nothing twice
+
+
+def test_scan_report_commands_run(workspace):
+    block = _blocks("console", "### Scan report")[0]
+    assert len(_run_commands(block, workspace, timeout_s=300)) == 3
+    jpegs = {str(path.relative_to(workspace)) for path in (workspace / "uploads").rglob("*.jpg")}
+    for name, heatmaps in (("scan.html", 0), ("scan-heatmaps.html", len(jpegs))):
+        html = (workspace / name).read_text()
+        data = json.loads(
+            re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)[1]
+        )
+        assert {card["source"] for card in data["cards"]} == jpegs
+        assert all(card["thumbnail"] is not None for card in data["cards"])
+        assert sum(card["heatmap"] is not None for card in data["cards"]) == heatmaps
 
 
 def test_ray_example_runs_and_its_rerun_skips_everything(workspace):

@@ -296,7 +296,7 @@ def test_thresholds_come_from_the_run_or_the_checkpoint_only_when_every_verdict_
     mixed = resolve_run_settings(at_half, RunSettings(Thresholds.single(0.001), "the detector"))
     assert mixed.thresholds is None and "other thresholds" in mixed.thresholds_source
     hub = resolve_run_settings([{**at_half[0], "model": "someone/not-cached-anywhere"}])
-    assert hub.thresholds is None and "not on this machine" in hub.thresholds_source
+    assert hub.thresholds is None and "can't be found" in hub.thresholds_source
 
 
 # ------------------------------------------------------------------ thumbnails
@@ -468,6 +468,38 @@ def test_resumed_predict_reports_every_row_of_its_output(tmp_path, seed_checkpoi
     ]
 
 
+def test_a_ray_run_reports_every_row_of_its_shard_folder(tmp_path, seed_checkpoint, monkeypatch):
+    pytest.importorskip("pyarrow", reason="the ray extra is not installed")
+    import deepfake_detector.cli.ray_scoring as ray_cli
+    from deepfake_detector.io.shards import ShardWriter, encode_rows
+
+    def scored_into_shards(args, inputs):  # what Ray leaves behind, without starting a cluster for it
+        predictions = Detector.from_pretrained(seed_checkpoint, device="cpu").predict(
+            sorted(folder.glob("*.jpg"))
+        )
+        writer = ShardWriter(args.output, "parquet", rows_per_shard=2)
+        for prediction in predictions:
+            writer.add(encode_rows([prediction], "parquet"))
+        writer.close()
+        return 1
+
+    monkeypatch.setattr(ray_cli, "run_ray", scored_into_shards)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(3):
+        (folder / f"photo-{seed}.jpg").write_bytes(jpeg_bytes(seed=seed))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    shards, report = tmp_path / "scored", tmp_path / "ray.html"
+    shards.mkdir()
+    flags = ["--threshold", "0.3", "--output", str(shards), "--report", str(report)]
+    assert main(["predict", str(folder), "--model", str(seed_checkpoint), *flags, "-q", "--ray"]) == 1
+    data = page_data(report)
+    assert sorted(card["source"] for card in data["cards"]) == sorted(str(path) for path in folder.iterdir())
+    assert data["summary"]["counts"]["error"] == 1 and len(list(shards.glob("part-*.parquet"))) == 2
+    assert data["summary"]["settings"]["thresholds"] == {"real": 0.3, "fake": 0.3}  # from the flags
+    assert data["meta"]["results"] == str(shards)
+
+
 # ------------------------------------------------------------------ the page in a real browser
 
 
@@ -533,7 +565,7 @@ def test_mixed_run_page_shows_the_counts_filters_and_runs_no_hostile_script(brow
     generated = next(row for row in mixed_run.rows if row["source"].endswith("generated.png"))
     evidence = (generated.get("provenance") or {}).get("evidence") or []
     assert int(page.locator("#count-provenance").get_attribute("data-count")) == (1 if evidence else 0)
-    assert f"fake at or above {mixed_run.threshold}" in page.locator("#run-table").inner_text()
+    assert f"fake at or above {mixed_run.threshold:.4g}" in page.locator("#run-table").inner_text()
     assert page.locator("#histogram .hist-threshold").count() == 1
     assert sorted(shown(page)) == sorted(row["source"] for row in mixed_run.rows)
 

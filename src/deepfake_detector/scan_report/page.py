@@ -36,6 +36,7 @@ from deepfake_detector.scan_report.thumbnails import (
     load_thumbnails,
     load_video_thumbnail,
 )
+from deepfake_detector.scoring import VERDICTS
 
 # Attacker-controlled text is cut to this many characters on a card's record (a metadata field can
 # hold megabytes); the cut says how much was left out.
@@ -178,13 +179,13 @@ def _entry(index: int, row: dict, base: Path | None, overlays: dict[str, Path]) 
         "index": index,
         "source": _text(str(source)),
         "kind": "video" if video else "image",
-        "verdict": row.get("verdict") if row.get("error") is None else None,
-        "fake_score": row.get("fake_score"),
+        "verdict": _verdict(row.get("verdict")) if row.get("error") is None else None,
+        "fake_score": _number(row.get("fake_score")),
         "label": _text(row.get("label")),
         "error": _text(row.get("error")),
         "model": _text(row.get("model")),
         "revision": _text(row.get("revision")),
-        "decided_by": row.get("decided_by"),
+        "decided_by": _text(row.get("decided_by")),
         "provenance": _provenance(row.get("provenance")),
         "no_face": row.get("no_face"),
         "faces": None if video else _faces(row.get("faces")),
@@ -195,14 +196,17 @@ def _entry(index: int, row: dict, base: Path | None, overlays: dict[str, Path]) 
     frame_faces = None
     if video:
         frames = [frame for frame in row.get("frames") or () if isinstance(frame, dict)]
+        aggregation = row.get("aggregation") if isinstance(row.get("aggregation"), dict) else None
         card["video"] = {
             "duration_s": row.get("duration_s"),
             "num_frames": row.get("num_frames", len(frames) if "frames" in row else None),
             "no_face_frames": row.get("no_face_frames"),
             "stopped_at_s": row.get("stopped_at_s"),
             "decode_problem": _text(row.get("decode_problem")),
-            "aggregation": row.get("aggregation"),
-            "timeline": [[frame.get("timestamp_s"), frame.get("fake_score")] for frame in frames],
+            "aggregation": aggregation,
+            "timeline": [
+                [_number(frame.get("timestamp_s")), _number(frame.get("fake_score"))] for frame in frames
+            ],
         }
         frame_faces = {frame.get("index"): _faces(frame.get("faces")) for frame in frames}
     overlay = overlays.get(str(source)) or locate_file(row.get("overlay"), base)
@@ -213,10 +217,7 @@ def _thumbnail_job(entry: _Entry, max_px: int):
     if entry.local is None:
         return partial(Thumbnail, note="no picture: not a file on this machine")
     if entry.card["kind"] == "video":
-        sampling = entry.card["video"]["aggregation"]
-        return partial(
-            load_video_thumbnail, entry.local, max_px, sampling if isinstance(sampling, dict) else None
-        )
+        return partial(load_video_thumbnail, entry.local, max_px, entry.card["video"]["aggregation"])
     return partial(load_image_thumbnail, entry.local, max_px)
 
 
@@ -226,9 +227,9 @@ def _faces(faces) -> list[dict] | None:
     return [
         {
             "box": face.get("box"),
-            "fake_score": face.get("fake_score"),
-            "verdict": face.get("verdict"),
-            "detection_score": face.get("detection_score"),
+            "fake_score": _number(face.get("fake_score")),
+            "verdict": _verdict(face.get("verdict")),
+            "detection_score": _number(face.get("detection_score")),
         }
         for face in faces
         if isinstance(face, dict)
@@ -260,6 +261,18 @@ def _provenance(record) -> dict | None:
             "problems": [_text(problem) for problem in c2pa.get("problems") or ()],
         },
     }
+
+
+def _verdict(value) -> str | None:
+    """A verdict the page knows ("real", "uncertain", "fake"); anything else is no verdict."""
+    return value if value in VERDICTS else None
+
+
+def _number(value) -> float | None:
+    """A finite number, or None (a results file is input like any other: it may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _text(value) -> str | None:

@@ -25,6 +25,7 @@
 
   let shown = []; // card indices in display order
   let columns = 1;
+  let cellWidth = CELL_WIDTH; // the grid's width shared out between its columns
   let drawn = new Map(); // card index -> its element, for the cards now in the grid
   let drawnKey = "";
   let pending = false;
@@ -65,16 +66,22 @@
   const score3 = (value) => (isNumber(value) ? value.toFixed(3) : "–");
   const plural = (count, word) => `${count.toLocaleString()} ${word}${count === 1 ? "" : "s"}`;
 
+  // A threshold as people read it: 4 significant digits (calibrated ones have 16).
+  const number4 = (value) => String(Number(value.toPrecision(4)));
+
   function describeThresholds() {
     if (!thresholds) return "unknown";
-    if (thresholds.real === thresholds.fake) return `fake at or above ${thresholds.fake}`;
-    return `real below ${thresholds.real}, uncertain between, fake at or above ${thresholds.fake}`;
+    if (thresholds.real === thresholds.fake) return `fake at or above ${number4(thresholds.fake)}`;
+    return `real below ${number4(thresholds.real)}, uncertain between, fake at or above ${number4(thresholds.fake)}`;
   }
 
+  // A row of a facts table; ``value`` is text, or a list of texts shown one per line.
   function row(table, label, value, note) {
     const tr = make("tr");
     tr.append(make("th", "", label));
-    const td = make("td", "", value);
+    const td = make("td");
+    const lines = Array.isArray(value) ? value : [value];
+    lines.forEach((line, k) => td.append(...(k ? [document.createElement("br")] : []), String(line)));
     if (note) {
       td.append(document.createElement("br"), make("span", "muted", note));
     }
@@ -161,7 +168,7 @@
     if (thresholds) {
       for (const value of new Set([thresholds.real, thresholds.fake])) {
         const x = left + value * plotWidth;
-        svg.append(svgTitle(svgElement("line", { x1: x, x2: x, y1: top - 4, y2: top + plotHeight }, "hist-threshold"), `threshold ${value}`));
+        svg.append(svgTitle(svgElement("line", { x1: x, x2: x, y1: top - 4, y2: top + plotHeight }, "hist-threshold"), `threshold ${number4(value)}`));
       }
     }
     const scored = totals.reduce((a, b) => a + b, 0);
@@ -214,9 +221,9 @@
     const checks = Object.entries(p.by_check).map(([check, count]) => `${check} ${count}`);
     row(table, "With evidence", p.with_evidence.toLocaleString(), checks.length ? checks.join(" · ") : null);
     if (p.findings.length) {
-      const shownFindings = p.findings.slice(0, 8).map(([check, name, count]) => `${check}:${name} ${count}`);
-      const more = p.findings.length > 8 ? ` and ${p.findings.length - 8} more` : "";
-      row(table, "Findings", shownFindings.join(" · ") + more);
+      const lines = p.findings.slice(0, 8).map(([check, name, count]) => `${check}:${name} · ${count.toLocaleString()}`);
+      if (p.findings.length > 8) lines.push(`and ${p.findings.length - 8} more`);
+      row(table, "Findings", lines);
     }
     const states = Object.entries(p.c2pa_states).map(([state, count]) => `${state} ${count}`);
     if (states.length) row(table, "C2PA manifests", states.join(" · "));
@@ -299,7 +306,7 @@
       for (const value of new Set([thresholds.real, thresholds.fake])) {
         const marker = make("div", "marker");
         marker.style.left = `calc(${value * 100}% - 1px)`;
-        marker.title = `threshold ${value}`;
+        marker.title = `threshold ${number4(value)}`;
         bar.append(marker);
       }
     }
@@ -313,13 +320,23 @@
     if (!usable.length) return null;
     const end = Math.max(...usable.map(([t]) => t), 1e-6);
     const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: points ? "xMidYMid meet" : "none", role: "img" }, className);
-    const x = (t) => (usable.length === 1 ? width / 2 : (t / end) * (width - 8) + 4);
-    const y = (s) => height - 4 - s * (height - 8);
+    const [left, right, top, bottom] = points ? [16, 8, 6, 14] : [4, 4, 4, 4]; // room for the axis labels
+    const x = (t) => (usable.length === 1 ? (left + width - right) / 2 : left + (t / end) * (width - left - right));
+    const y = (s) => height - bottom - s * (height - top - bottom);
     if (thresholds) {
       svg.append(svgElement("line", { x1: 0, x2: width, y1: y(thresholds.fake), y2: y(thresholds.fake) }, "spark-threshold"));
     }
     svg.append(svgElement("polyline", { points: usable.map(([t, s]) => `${x(t).toFixed(1)},${y(s).toFixed(1)}`).join(" ") }, "spark-line"));
     if (points) {
+      const label = (text, attributes) => {
+        const element = svgElement("text", attributes, "hist-axis");
+        element.textContent = text;
+        svg.append(element);
+      };
+      label("1", { x: 2, y: y(1) + 4 });
+      label("0", { x: 2, y: y(0) });
+      label("0 s", { x: left, y: height - 2, "text-anchor": "start" });
+      label(`${end.toFixed(1)} s`, { x: width - right, y: height - 2, "text-anchor": "end" });
       for (const [t, s] of usable) {
         const verdict = thresholds ? (s >= thresholds.fake ? "fake" : s < thresholds.real ? "real" : "uncertain") : "unknown";
         const dot = svgElement("circle", { cx: x(t), cy: y(s), r: 3.5 }, `spark-point hist-${verdict}`);
@@ -439,7 +456,7 @@
       if (video.decode_problem) row(table, "Decoding problem", video.decode_problem);
       body.append(table);
       const chart = timeline(card, "detail-timeline", 600, 140, true);
-      if (chart) body.append(chart, make("p", "muted", `fake score per frame, 0 at the bottom and 1 at the top${thresholds ? `; dashed: fake threshold ${thresholds.fake}` : ""}`));
+      if (chart) body.append(chart, make("p", "muted", `fake score per frame over time${thresholds ? `; dashed: fake threshold ${number4(thresholds.fake)}` : ""}; hover a point for its time and score`));
     }
 
     const record = card.provenance;
@@ -569,6 +586,7 @@
   function layout() {
     const grid = $("grid");
     columns = Math.max(1, Math.floor(grid.clientWidth / CELL_WIDTH));
+    cellWidth = Math.min(grid.clientWidth / columns, CELL_WIDTH * 1.25);
     grid.style.height = `${Math.ceil(shown.length / columns) * CELL_HEIGHT}px`;
   }
 
@@ -579,7 +597,7 @@
     const lastRow = Math.max(0, Math.ceil((window.innerHeight - top) / CELL_HEIGHT) + 1);
     const start = Math.min(shown.length, firstRow * columns);
     const end = Math.min(shown.length, lastRow * columns);
-    const key = `${start}:${end}:${columns}`;
+    const key = `${start}:${end}:${columns}:${cellWidth}`;
     if (!force && key === drawnKey) return;
     drawnKey = key;
     const keep = new Map();
@@ -587,7 +605,8 @@
     for (let position = start; position < end; position++) {
       const index = shown[position];
       const element = drawn.get(index) || buildCard(cards[index]);
-      element.style.left = `${(position % columns) * CELL_WIDTH}px`;
+      element.style.left = `${(position % columns) * cellWidth}px`;
+      element.style.width = `${cellWidth - 12}px`;
       element.style.top = `${Math.floor(position / columns) * CELL_HEIGHT}px`;
       if (!element.isConnected) added.append(element);
       keep.set(index, element);

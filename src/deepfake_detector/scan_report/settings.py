@@ -81,16 +81,18 @@ def resolve_run_settings(rows: list[dict], given: RunSettings | None = None) -> 
     models = {(row.get("model"), row.get("revision")) for row in rows}
     if len(models) != 1:
         listed = ", ".join(sorted(str(model) for model, _ in models))
-        return RunSettings(thresholds_source=f"the rows come from {len(models)} models ({listed})")
+        why = f"the rows come from {len(models)} models ({listed})"
+        return RunSettings(thresholds_source=f"{why}; {_bounds(rows)}")
     ((model, revision),) = models
     stored = load_stored_thresholds(model, revision)
     if stored is None:
-        return RunSettings(thresholds_source=f"{model}'s config.json is not on this machine; {_bounds(rows)}")
+        why = f"{model}'s config.json can't be found from here"
+        return RunSettings(thresholds_source=f"{why}; {_bounds(rows)}")
     disagreeing = _count_disagreeing(rows, stored)
     if disagreeing:
         return RunSettings(
             thresholds_source=f"{disagreeing} verdicts disagree with the thresholds {model} stores "
-            f"({_describe(stored)}), so the run chose its own (--threshold); {_bounds(rows)}"
+            f"({_describe(stored)}), so the run set its own (--threshold); {_bounds(rows)}"
         )
     return RunSettings(thresholds=stored, thresholds_source=f"{model}'s config.json; every verdict agrees")
 

@@ -57,7 +57,7 @@ def load_image_thumbnail(path: str | os.PathLike, max_px: int = DEFAULT_THUMBNAI
         check_media_file(path)
         data = Path(path).read_bytes()
         upright = _upright_size(data)
-        image = load_image(data, name=os.fspath(path), draft_size=(2 * max_px, 2 * max_px))
+        image = load_image(data, name=os.fspath(path), draft_size=(max_px, max_px))
     except ImageLoadError as error:
         return Thumbnail(note=_without_path(str(error), path))
     except Exception as error:  # a hostile file can trip any decoder bug; it costs its picture only
