@@ -90,6 +90,9 @@ def mixed_run(tmp_path_factory, seed_checkpoint) -> SimpleNamespace:
     code = main(["predict", str(uploads), "--model", str(seed_checkpoint), *flags])
     assert code == 1  # the broken file is an error row
     rows = [json.loads(line) for line in results.read_text().splitlines()]
+    (generated,) = [row for row in rows if row["source"].endswith("generated.png")]
+    findings = [(item["check"], item["name"]) for item in generated["provenance"]["evidence"]]
+    assert ("metadata", "png_parameters") in findings  # the provenance stage ran, as predict does by default
     return SimpleNamespace(
         root=root, uploads=uploads, results=results, report=report, rows=rows, threshold=threshold
     )
@@ -203,6 +206,9 @@ def test_flattened_provenance_is_parsed_back_even_when_details_hold_the_separato
         "c2pa": None,
     }
     assert "provenance" not in plain  # nothing found, nothing declared: no record to show
+    # Flat columns can't tell "checked, nothing found" from "not checked": the summary says so.
+    counts = compute_summary([generated, plain])["provenance"]
+    assert counts["flat"] == 2 and counts["checked"] == 1 and counts["with_evidence"] == 1
 
 
 # ------------------------------------------------------------------ summary and settings
@@ -237,6 +243,7 @@ def test_summary_counts_verdicts_errors_bins_and_provenance(mixed_run):
                     {"check": "metadata", "name": "png_parameters", "detail": "y"},
                 ],
                 "c2pa": {"state": "valid", "ai_generated": True},
+                "checks": ["c2pa", "metadata", "watermark"],
             },
         },
         {
@@ -255,6 +262,7 @@ def test_summary_counts_verdicts_errors_bins_and_provenance(mixed_run):
     assert provenance["decided_by_provenance"] == 1
     assert provenance["by_check"] == {"c2pa": 1, "metadata": 1}
     assert provenance["c2pa_states"] == {"valid": 1}
+    assert provenance["checks"] == {"c2pa": 1, "metadata": 1, "watermark": 1} and provenance["flat"] == 0
 
 
 def test_thresholds_come_from_the_run_or_the_checkpoint_only_when_every_verdict_agrees(
@@ -563,8 +571,7 @@ def test_mixed_run_page_shows_the_counts_filters_and_runs_no_hostile_script(brow
         assert int(page.locator(f"#count-{key}").get_attribute("data-count")) == expected[key], key
         assert page.locator(f"#count-{key} .number").inner_text() == str(expected[key])
     generated = next(row for row in mixed_run.rows if row["source"].endswith("generated.png"))
-    evidence = (generated.get("provenance") or {}).get("evidence") or []
-    assert int(page.locator("#count-provenance").get_attribute("data-count")) == (1 if evidence else 0)
+    assert int(page.locator("#count-provenance").get_attribute("data-count")) == 1
     assert f"fake at or above {mixed_run.threshold:.4g}" in page.locator("#run-table").inner_text()
     assert page.locator("#histogram .hist-threshold").count() == 1
     assert sorted(shown(page)) == sorted(row["source"] for row in mixed_run.rows)
@@ -610,17 +617,17 @@ def test_mixed_run_page_shows_the_counts_filters_and_runs_no_hostile_script(brow
     assert len(points) == len(frames) == 6
     page.locator("#reset").click()
 
+    # The provenance stage read the PNG's generation parameters: the page shows them, as text.
     page.locator("#filter-provenance").select_option("evidence")
-    if evidence:  # the provenance stage ran: the generated PNG's metadata is its evidence
-        assert shown(page) == [generated["source"]]
-        chips = page.locator("#grid .card .chips").inner_text()
-        assert "metadata:png_parameters" in chips
-        assert "<script>window.pwned" in page.locator("#grid .card .evidence").inner_text()
-        page.locator("#grid .card .more").click()
-        assert HOSTILE_METADATA.split("\n")[0] in page.locator("#details-body pre.detail").first.inner_text()
-        page.locator("#details-close").click()
-    else:
-        assert shown(page) == []
+    assert shown(page) == [generated["source"]]
+    assert "metadata:png_parameters" in page.locator("#grid .card .chips").inner_text()
+    assert "<script>window.pwned" in page.locator("#grid .card .evidence").inner_text()
+    page.locator("#grid .card .more").click()
+    assert HOSTILE_METADATA.split("\n")[0] in page.locator("#details-body pre.detail").first.inner_text()
+    page.locator("#details-close").click()
+    page.locator("#filter-provenance").select_option("ai-declared")
+    declared = [row["source"] for row in mixed_run.rows if (row.get("provenance") or {}).get("ai_declared")]
+    assert shown(page) == declared == [generated["source"]]
     assert page.evaluate("window.pwned") is None
     assert page.alerts == [] and page.requests == []
 

@@ -242,6 +242,7 @@ def _provenance(record) -> dict | None:
     c2pa = record.get("c2pa") if isinstance(record.get("c2pa"), dict) else None
     return {
         "ai_declared": record.get("ai_declared"),
+        "checks": [_text(check) for check in record.get("checks") or ()],
         "evidence": [
             {
                 "check": _text(item.get("check")),

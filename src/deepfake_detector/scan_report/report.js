@@ -207,11 +207,16 @@
   function renderProvenanceTable() {
     const table = $("provenance-table");
     const p = summary.provenance;
-    if (!p.checked && !p.decided_by_provenance) {
+    if (!p.checked && !p.decided_by_provenance && !p.flat) {
       row(table, "Checked", "no", "these results carry no provenance records (the run did not check C2PA, metadata or watermarks)");
       return;
     }
-    row(table, "Checked", `${p.checked.toLocaleString()} of ${summary.counts.total.toLocaleString()} inputs`);
+    if (p.flat) {
+      row(table, "Checked", "not recorded", "CSV and Parquet columns keep what was found, not whether the checks ran");
+    } else {
+      const checks = Object.entries(p.checks).map(([check, count]) => `${check} ${count.toLocaleString()}`);
+      row(table, "Checked", `${p.checked.toLocaleString()} of ${summary.counts.total.toLocaleString()} inputs`, checks.length ? `checks run: ${checks.join(" · ")}` : null);
+    }
     row(
       table,
       "Declared AI-made",
@@ -465,6 +470,7 @@
       body.append(make("p", "muted", "not checked for this input"));
     } else {
       const table = make("table", "facts");
+      if (record.checks.length) row(table, "Checks run", record.checks.join(", "));
       row(table, "Declared AI-made", record.ai_declared === null || record.ai_declared === undefined ? "unknown" : record.ai_declared ? "yes" : "no");
       if (record.c2pa) {
         const c2pa = record.c2pa;

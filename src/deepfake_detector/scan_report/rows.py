@@ -136,7 +136,9 @@ def parse_flat_row(row: dict) -> dict:
     """A flat row (CSV text or Parquet values) as the typed dict a JSON row has for the same columns.
 
     Flattened provenance (``ai_declared``, ``provenance_evidence``) becomes the nested ``provenance``
-    object; a row without those columns has none, as rows of runs without the provenance stage.
+    object when it holds a finding. Flat columns can't say whether the stage ran and found nothing or
+    did not run, so such a row has no record and says so (``provenance_flat``); a row without those
+    columns has none, as rows of runs before the provenance stage.
     """
     parsed = dict(row)
     for name in _FLOAT_COLUMNS:
@@ -150,6 +152,7 @@ def parse_flat_row(row: dict) -> dict:
     if "ai_declared" in parsed or "provenance_evidence" in parsed:
         evidence = parse_evidence(parsed.pop("provenance_evidence", None))
         declared = parsed.pop("ai_declared", None)
+        parsed["provenance_flat"] = True
         if evidence or declared is not None:
             parsed["provenance"] = {"ai_declared": declared, "evidence": evidence, "c2pa": None}
     if parsed.get("num_frames") is not None and parsed.get("kind") is None:

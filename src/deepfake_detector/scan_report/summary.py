@@ -66,7 +66,9 @@ def compute_provenance_counts(rows: list[dict]) -> dict:
 
     Returns:
         ``checked`` (rows that carry a provenance record; rows of runs without the stage carry
-        none), ``ai_declared`` (true, false and unknown among those), ``decided_by_provenance``,
+        none), ``flat`` (rows from CSV or Parquet, whose columns only say what was found, not
+        whether the stage ran), ``checks`` (rows on which each check ran, where rows say),
+        ``ai_declared`` (true, false and unknown among the records), ``decided_by_provenance``,
         ``with_evidence`` (rows with at least one finding), ``by_check`` (rows with a finding of each
         check), ``findings`` ([check, name, rows] of each finding, most frequent first) and
         ``c2pa_states`` (rows per C2PA manifest state).
@@ -75,13 +77,17 @@ def compute_provenance_counts(rows: list[dict]) -> dict:
     by_check: Counter = Counter()
     findings: Counter = Counter()
     states: Counter = Counter()
-    checked = with_evidence = decided = 0
+    checks: Counter = Counter()
+    checked = with_evidence = decided = flat = 0
     for row in rows:
         decided += row.get("decided_by") == "provenance"
+        flat += bool(row.get("provenance_flat"))
         record = row.get("provenance")
         if not isinstance(record, dict):
             continue
         checked += 1
+        for check in record.get("checks") or ():
+            checks[str(check)] += 1
         value = record.get("ai_declared")
         declared["unknown" if value is None else str(bool(value)).lower()] += 1
         evidence = [item for item in record.get("evidence") or () if isinstance(item, dict)]
@@ -95,6 +101,8 @@ def compute_provenance_counts(rows: list[dict]) -> dict:
             states[str(c2pa["state"])] += 1
     return {
         "checked": checked,
+        "flat": flat,
+        "checks": dict(checks.most_common()),
         "ai_declared": dict(declared),
         "decided_by_provenance": decided,
         "with_evidence": with_evidence,
