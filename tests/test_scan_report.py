@@ -461,19 +461,19 @@ def test_predict_keeps_its_rows_when_the_report_fails(tmp_path, seed_checkpoint,
     )
 
 
-def test_resumed_predict_reports_every_row_of_its_output(tmp_path, seed_checkpoint):
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])  # read back from the file; kept while scoring
+def test_resumed_predict_reports_every_row_of_its_output(tmp_path, seed_checkpoint, suffix):
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "first.jpg").write_bytes(jpeg_bytes(seed=1))
-    out, report = tmp_path / "rows.jsonl", tmp_path / "report.html"
+    out, report = tmp_path / f"rows{suffix}", tmp_path / "report.html"
     assert main(["predict", str(folder), "--model", str(seed_checkpoint), "-o", str(out), "-q"]) == 0
     (folder / "second.jpg").write_bytes(jpeg_bytes(seed=2))
     flags = ["-o", str(out), "--resume", "--report", str(report), "-q"]
-    assert main(["predict", str(folder), "--model", str(seed_checkpoint), *flags]) == 0
-    assert sorted(Path(card["source"]).name for card in page_data(report)["cards"]) == [
-        "first.jpg",
-        "second.jpg",
-    ]
+    for _ in range(2):  # the second run scores nothing new, and its report still shows every row
+        assert main(["predict", str(folder), "--model", str(seed_checkpoint), *flags]) == 0
+        names = sorted(Path(card["source"]).name for card in page_data(report)["cards"])
+        assert names == ["first.jpg", "second.jpg"]
 
 
 def test_a_ray_run_reports_every_row_of_its_shard_folder(tmp_path, seed_checkpoint, monkeypatch):

@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     )
     appending = bool(args.resume and done)
     failed = 0
-    rows: list[dict] | None = [] if args.report else None  # this run's rows, for the report
+    # This run's rows, for the report; a JSON Lines output holds them exactly, so memory stays flat.
+    rows: list[dict] | None = [] if args.report and not (args.output and fmt == "jsonl") else None
     with contextlib.ExitStack() as stack:
         stream = (
             stack.enter_context(open(args.output, "a" if appending else "w", encoding="utf-8", newline=""))
@@ -164,7 +165,8 @@ def _write_report(args: argparse.Namespace, rows: list[dict] | None, settings, *
 
     Args:
         args: The parsed flags.
-        rows: This run's rows; None to read them all from --output (Ray's shard folder).
+        rows: This run's rows; None to read every row from --output (a JSON Lines file, resumed rows
+            included, or Ray's shard folder).
         settings: How the rows were scored (`RunSettings`), as far as this run knows.
         resumed: Sources already in --output before this run.
     """
@@ -175,10 +177,11 @@ def _write_report(args: argparse.Namespace, rows: list[dict] | None, settings, *
 
     start = time.perf_counter()
     try:
-        if rows is None:  # Ray: every row is in the shard folder
-            rows = load_result_rows(args.output)
+        if rows is None:  # every row is in --output, as written
+            rows = load_result_rows(args.output, allow_empty=True)
         elif resumed:  # the rows of the earlier runs, as --output holds them, then this run's
-            rows = [row for row in load_result_rows(args.output) if str(row["source"]) in resumed] + rows
+            earlier = load_result_rows(args.output, allow_empty=True)
+            rows = [row for row in earlier if str(row["source"]) in resumed] + rows
         report = render_report(
             rows,
             args.report,

@@ -32,25 +32,29 @@ class ResultsFileError(DetectorError):
     """A path does not hold result rows: missing, empty, or not one of ``predict``'s formats."""
 
 
-def load_result_rows(path: str | os.PathLike) -> list[dict]:
+def load_result_rows(path: str | os.PathLike, *, allow_empty: bool = False) -> list[dict]:
     """Every row of a results file or shard folder, in file order (shards in name order).
 
     Args:
         path: A ``.jsonl``/``.ndjson``, ``.json`` or ``.csv`` file, or a folder of ``part-*.parquet`` or
             ``part-*.jsonl`` shards.
+        allow_empty: An empty file or a folder without shards gives no rows instead of an error (a run
+            that scored nothing new).
 
     Raises:
         ResultsFileError: The path is missing, holds no rows, or is not in one of those formats; the
             message says which formats are accepted.
     """
     path = Path(path)
+    if allow_empty and (
+        (path.is_file() and path.stat().st_size == 0) or (path.is_dir() and not _shards(path))
+    ):
+        return []
     if path.is_dir():
-        rows = _load_shard_folder(path)
-    elif path.is_file():
-        rows = _load_file(path)
-    else:
-        raise ResultsFileError(f"{path}: no such results file or shard folder")
-    return rows
+        return _load_shard_folder(path)
+    if path.is_file():
+        return _load_file(path)
+    raise ResultsFileError(f"{path}: no such results file or shard folder")
 
 
 def _load_file(path: Path) -> list[dict]:
@@ -99,10 +103,14 @@ def _parse_csv(text: str, path: Path) -> list[dict]:
     return _checked([parse_flat_row({k: (v or None) for k, v in row.items()}) for row in reader], path)
 
 
-def _load_shard_folder(folder: Path) -> list[dict]:
+def _shards(folder: Path) -> list[Path]:
     from deepfake_detector.io.shards import list_shards
 
-    shards = list_shards(folder)
+    return list_shards(folder)
+
+
+def _load_shard_folder(folder: Path) -> list[dict]:
+    shards = _shards(folder)
     if not shards:
         raise ResultsFileError(
             f"{folder}: no result shards (part-*.parquet or part-*.jsonl) in this folder; give the --output "
