@@ -1,14 +1,15 @@
 """What the provenance stage costs predict: the same JPEGs scored with it and without it, in one run.
 
     .venv/bin/python benchmarks/provenance_cost.py --images 300
-    .venv/bin/python benchmarks/provenance_cost.py --images 300 --sizes 512x512 1024x1024
+    .venv/bin/python benchmarks/provenance_cost.py --images 300 --format png --precision fp32
 
 One process loads the detector once (``--model``, default: the bundled default model) and scores the
-same ``--images`` JPEG files (made up, no metadata: `throughput.write_jpegs`; default the 512x512 and
-1024x1024 of Stable Diffusion outputs, where every check runs at full resolution) with
+same ``--images`` files (made up, no metadata: `throughput.write_jpegs`, re-saved as PNG with
+``--format png``; default sizes the 512x512 and 1024x1024 of Stable Diffusion outputs) with
 `Detector.predict` exactly as the CLI does (prefetch workers included), alternating stage on / stage off
 for ``--rounds`` rounds; images/s is the median over rounds, and the cost is on over off. It also times
 the stage alone (`ProvenanceOptions.inspect_image` after decoding), per image, in the main thread.
+JPEG files are not read for the watermark (re-encoding erases it; docs/provenance.md), PNG files are.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from deepfake_detector import Detector
 from deepfake_detector.io.images import decode_image
@@ -33,20 +36,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=300, help="number of JPEG files (%(default)s)")
     parser.add_argument("--sizes", nargs="+", default=["512x512", "1024x1024"], metavar="WxH")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint (%(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="on/off rounds (%(default)s)")
+    parser.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="file format (%(default)s)")
+    parser.add_argument("--precision", default="auto", help="predict --precision (%(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="on/off rounds (%(default)s)")
     parser.add_argument("--work", type=Path, help="folder for the images (kept; reused)")
     args = parser.parse_args(argv)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="provenance-cost-"))
     sizes = [tuple(int(value) for value in size.split("x")) for size in args.sizes]
     paths = write_jpegs(work / f"images-{args.images}-{'-'.join(args.sizes)}", args.images, sizes)
-    detector = Detector.from_pretrained(args.model)
+    if args.format == "png":
+        pngs = []
+        for path in paths:
+            png = path.with_suffix(".png")
+            if not png.is_file():
+                Image.open(path).save(png)
+            pngs.append(png)
+        paths = pngs
+    detector = Detector.from_pretrained(args.model, precision=args.precision)
     stage = detector.provenance or ProvenanceOptions()
     detector.predict(paths[:8])  # warm-up: first calls pay for lazy imports and allocator growth
 
     rates: dict[str, list[float]] = {"with provenance": [], "without": []}
-    for _ in range(args.rounds):
-        for name, options in (("with provenance", stage), ("without", None)):
+    order = (("with provenance", stage), ("without", None))
+    for round_index in range(args.rounds):
+        for name, options in order if round_index % 2 == 0 else order[::-1]:  # alternate who goes first
             detector.provenance = options
             start = time.perf_counter()
             results = detector.predict(paths)
@@ -68,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         f"model: {detector.model_id} ({detector.engine.name} {detector.engine.precision}, "
         f"JPEG draft {'on' if detector.preprocessor.jpeg_draft else 'off'}); {os.cpu_count()} CPUs"
     )
-    print(f"{len(paths)} JPEG files, sizes {', '.join(args.sizes)}, no metadata; {args.rounds} rounds")
+    print(
+        f"{len(paths)} {args.format.upper()} files, sizes {', '.join(args.sizes)}, no metadata; "
+        f"{args.rounds} rounds"
+    )
     for name, values in rates.items():
         print(
             f"  {name:<16} {statistics.median(values):6.2f} images/s (rounds: "

@@ -44,8 +44,8 @@ SCALES = (0.5, 0.75, 0.9, 1.25, 2.0)
 def closest_bits(rgb: np.ndarray) -> dict[str, int]:
     """Per payload, the most bits it shares with what an image reads as, over both channel orders."""
     best = dict.fromkeys((payload.name for payload in STABLE_DIFFUSION_PAYLOADS), 0)
-    for pixels in (rgb[:, :, ::-1], rgb):
-        block_bits = read_block_bits(pixels)
+    for channel_order in ("bgr", "rgb"):
+        block_bits = read_block_bits(rgb, channel_order)
         for payload in STABLE_DIFFUSION_PAYLOADS:
             votes = vote_bits(block_bits, len(payload.bits))
             agreeing = int((votes == np.array(payload.bits, dtype=bool)).sum())

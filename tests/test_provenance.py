@@ -182,7 +182,7 @@ def test_a_plain_camera_style_file_has_no_finding(tmp_path, detector):
     result = detector.predict(_write(tmp_path, "photo.jpg", _jpeg(exif=exif.tobytes())))
     assert result.provenance.evidence == ()
     assert result.provenance.ai_declared is None
-    assert result.provenance.checks == ("c2pa", "metadata", "watermark")
+    assert result.provenance.checks == ("c2pa", "metadata")  # a JPEG: no watermark left to read
     assert result.decided_by == "model"
 
 
@@ -191,10 +191,11 @@ def test_the_decoder_votes_exactly_as_the_library(payload):
     from imwatermark import WatermarkDecoder
 
     photo = _texture(320, 384, 7)
-    for pixels in (np.asarray(sd_watermark(photo, payload.bits)), photo):
-        bgr = np.ascontiguousarray(pixels[:, :, ::-1])
-        expected = np.array(WatermarkDecoder("bits", len(payload.bits)).decode(bgr, "dwtDct"), dtype=bool)
-        assert np.array_equal(vote_bits(read_block_bits(bgr), len(payload.bits)), expected)
+    for rgb in (np.asarray(sd_watermark(photo, payload.bits)), photo):
+        for embedded_as, given in (("bgr", rgb[:, :, ::-1]), ("rgb", rgb)):
+            decoder = WatermarkDecoder("bits", len(payload.bits))
+            expected = np.array(decoder.decode(np.ascontiguousarray(given), "dwtDct"), dtype=bool)
+            assert np.array_equal(vote_bits(read_block_bits(rgb, embedded_as), len(payload.bits)), expected)
 
 
 def test_the_haar_band_is_pywavelets_bit_for_bit():
@@ -212,12 +213,14 @@ def test_an_sd_watermark_decides_and_a_jpeg_copy_loses_it(tmp_path, detector):
     (finding,) = result.provenance.evidence
     assert (finding.name, result.verdict, result.decided_by) == ("sd_watermark", "fake", "provenance")
     assert finding.detail.startswith("SDXL: ")
-    # docs/provenance.md: no marked photo kept its mark through JPEG re-compression (quality 95 to 50).
+    # docs/provenance.md: JPEG re-encoding erases the mark (6 of 636 copies kept it at quality 95, 1 at
+    # 90, none below), so JPEG files are not read for it; this one lost it too.
     buffer = io.BytesIO()
     marked.save(buffer, "JPEG", quality=95)
     copy = detector.predict(_write(tmp_path, "sdxl.jpg", buffer.getvalue()))
-    assert copy.provenance.evidence == ()
-    assert find_watermark(np.asarray(marked.resize((400, 400)))) is None  # nor through resizing
+    assert (copy.provenance.evidence, copy.provenance.checks) == ((), ("c2pa", "metadata"))
+    assert find_watermark(np.asarray(Image.open(buffer).convert("RGB"))) is None
+    assert find_watermark(np.asarray(marked.resize((400, 400)))) is None  # resizing erases it too
 
 
 def test_small_images_are_not_read_for_a_watermark():
@@ -245,7 +248,7 @@ def test_bytes_and_decoded_inputs(chain, detector):
     signed = sign_c2pa(_jpeg(), "image/jpeg", chain)
     assert detector.predict(signed).decided_by == "provenance"  # bytes: the whole stage
     decoded = detector.predict(Image.open(io.BytesIO(signed)))
-    assert decoded.provenance.checks == ("metadata", "watermark")  # no file bytes for C2PA
+    assert decoded.provenance.checks == ("metadata",)  # no file bytes for C2PA; a JPEG
     assert detector.predict(np.asarray(Image.open(io.BytesIO(signed)))).provenance.checks == ("watermark",)
 
 

@@ -137,6 +137,8 @@ def test_ray_rows_are_local_predict_rows_error_rows_included(
     )
     assert "not an image" in errors["text.jpg"] and str(mixed_folder / "text.jpg") in errors["text.jpg"]
     assert sum(row["error"] is None for row in rows) == 8
+    # The provenance stage ran in the actors as it does locally (compared field for field above).
+    assert all(row["provenance"]["checks"] and row["decided_by"] for row in rows if row["error"] is None)
 
 
 def test_parquet_shards_hold_local_csv_columns_in_face_mode(
@@ -163,10 +165,13 @@ def test_parquet_shards_hold_local_csv_columns_in_face_mode(
     assert len(result.shards) >= 2  # cut at 3 rows, from batches of 4
     table = pq.read_table(tmp_path / "shards")
     assert table.column_names == list(next(iter(expected.values())))  # with num_faces, no_face, ...
-    assert [str(table.schema.field(name).type) for name in ("fake_score", "num_faces", "no_face")] == [
+    names = ("fake_score", "num_faces", "no_face", "ai_declared", "decided_by")
+    assert [str(table.schema.field(name).type) for name in names] == [
         "double",
         "int64",
         "bool",
+        "bool",
+        "string",
     ]
     rows = table.to_pylist()
     assert sorted(row["source"] for row in rows) == sorted(expected)
@@ -174,7 +179,7 @@ def test_parquet_shards_hold_local_csv_columns_in_face_mode(
         want = expected[row["source"]]
         if row["error"] is None:
             assert row["fake_score"] == pytest.approx(float(want["fake_score"]), abs=1e-6)
-            for name in ("label", "verdict", "model", "num_faces", "no_face"):
+            for name in ("label", "verdict", "model", "num_faces", "no_face", "decided_by"):
                 assert str(row[name]) == want[name], name
         else:
             assert row["error"] == want["error"] and row["fake_score"] is None and row["num_faces"] is None

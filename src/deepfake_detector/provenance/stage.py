@@ -2,8 +2,9 @@
 
 Three checks, each on what it needs: C2PA on the original file bytes (before any decoding), metadata
 on the image as the file decoded, and the Stable Diffusion watermark on the pixels at the file's own
-resolution. Each runs when its library is installed (``pip install 'deepfake-detector[provenance]'``
-brings them all); the record names the checks that ran.
+resolution, of files that can still carry it (`_carries_watermark`: not JPEGs). Each runs when its
+library is installed (``pip install 'deepfake-detector[provenance]'`` brings them all); the record
+names the checks that ran.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class ProvenanceOptions:
 
             evidence.extend(find_metadata(decoded.original))
             checks.append("metadata")
-        if not decoded.reduced and available("watermark"):
+        if _carries_watermark(decoded) and available("watermark"):
             from deepfake_detector.provenance.watermark import find_watermark
 
             match = find_watermark(np.asarray(decoded.rgb))
@@ -119,6 +120,17 @@ class ProvenanceOptions:
         mime = mimetypes.guess_type(os.fspath(path))[0]
         c2pa, found = read_c2pa(data, mime, trust_anchors_pem=self._pem)
         return ProvenanceRecord(tuple(found), c2pa, ("c2pa",))
+
+
+def _carries_watermark(decoded) -> bool:
+    """Whether the Stable Diffusion watermark can still be in these pixels, so they are worth reading.
+
+    Not in a JPEG: re-encoding erases it (docs/provenance.md: found in 6 of 636 marked copies at
+    quality 95, 1 at 90, none below), and reading costs about 10 ms per megapixel, more than the whole
+    stage otherwise. Not in pixels decoded at reduced scale either: resizing erases it too.
+    """
+    original_format = getattr(decoded.original, "format", None)
+    return not decoded.reduced and original_format not in ("JPEG", "MPO")
 
 
 @cache

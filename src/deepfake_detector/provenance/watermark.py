@@ -100,11 +100,14 @@ def compute_haar_approximation(channel: np.ndarray) -> np.ndarray:
     return coefficient * rows[:, 0::2] + coefficient * rows[:, 1::2]  # (H/2, W/2)
 
 
-def read_block_bits(bgr: np.ndarray) -> np.ndarray:
+def read_block_bits(rgb: np.ndarray, embedded_as: str = "bgr") -> np.ndarray:
     """The bit each 4x4 block of the U channel's DWT approximation carries, in the library's order.
 
     Args:
-        bgr: (H, W, 3) uint8, in the channel order the encoder was given (OpenCV's BGR).
+        rgb: (H, W, 3) uint8 RGB pixels.
+        embedded_as: The channel order the encoder was handed the pixels in: "bgr" (OpenCV's, as the
+            library documents and the CompVis and Stability scripts do) or "rgb" (diffusers hands it
+            RGB arrays). Either way no copy of the image is made: OpenCV reads the order it is told.
 
     Returns:
         Bool (blocks,), row-major over the blocks, as `imwatermark`'s ``EmbedMaxDct.decode_frame`` visits
@@ -112,8 +115,9 @@ def read_block_bits(bgr: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
-    u_channel = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2YUV)[:rows, :cols, 1]
+    rows, cols = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4
+    conversion = {"bgr": cv2.COLOR_RGB2YUV, "rgb": cv2.COLOR_BGR2YUV}[embedded_as]
+    u_channel = cv2.cvtColor(np.ascontiguousarray(rgb), conversion)[:rows, :cols, 1]
     approximation = compute_haar_approximation(u_channel)  # (rows/2, cols/2)
     block_rows, block_cols = approximation.shape[0] // _BLOCK, approximation.shape[1] // _BLOCK
     blocks = (
@@ -150,8 +154,8 @@ def find_watermark(
     if rgb.shape[0] * rgb.shape[1] < MIN_PIXELS:
         return None
     best = None
-    for channel_order, pixels in (("bgr", rgb[:, :, ::-1]), ("rgb", rgb)):
-        block_bits = read_block_bits(pixels)
+    for channel_order in ("bgr", "rgb"):
+        block_bits = read_block_bits(rgb, channel_order)
         for payload in payloads:
             if len(block_bits) < len(payload.bits):
                 continue
