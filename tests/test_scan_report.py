@@ -34,6 +34,7 @@ from deepfake_detector.scan_report.summary import is_video_row
 from deepfake_detector.scan_report.thumbnails import load_image_thumbnail, load_video_thumbnail
 from deepfake_detector.scoring import Thresholds
 
+from .browser import chromium_page
 from .conftest import jpeg_bytes
 from .media import picture_with_faces, write_video
 
@@ -42,9 +43,6 @@ HOSTILE_METADATA = (
     "a photo <script>window.pwned = 1</script> of a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7"
 )
 # As tests/test_web_page.py: CI sets this, so that there a missing browser is a failure, not a skip.
-REQUIRE_BROWSER = os.environ.get("DEEPFAKE_DETECTOR_REQUIRE_BROWSER") == "1"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 def page_data(report: Path) -> dict:
@@ -513,22 +511,7 @@ def test_a_ray_run_reports_every_row_of_its_shard_folder(tmp_path, seed_checkpoi
 
 @pytest.fixture
 def browser(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra is not installed")
-    if CHROMIUM is None:
-        message = "Debian's chromium is not installed (apt-get install chromium chromium-driver)"
-        if REQUIRE_BROWSER:
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900},
-            offline=True,  # the report must need no network
-        )
-        page = context.pages[0] if context.pages else context.new_page()
+    with chromium_page(tmp_path / "profile", width=1280, offline=True) as page:  # the report needs no network
         page.alerts = []  # every alert/confirm the page opens: a script that ran
         page.requests = []  # every request that is not the page's own file or its data: images
         page.on("dialog", lambda dialog: (page.alerts.append(dialog.message), dialog.dismiss()))
@@ -537,10 +520,7 @@ def browser(tmp_path):
             lambda request: request.url.startswith(("file:", "data:")) or page.requests.append(request.url),
         )
         page.on("pageerror", lambda error: page.alerts.append(f"page error: {error}"))
-        try:
-            yield page
-        finally:
-            context.close()
+        yield page
 
 
 def open_report(page, report: Path) -> None:

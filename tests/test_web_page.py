@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,21 +17,9 @@ from deepfake_detector import Detector  # noqa: E402
 from deepfake_detector.serving.app import build_app  # noqa: E402
 from deepfake_detector.serving.config import ServeConfig  # noqa: E402
 
+from .browser import chromium_page  # noqa: E402
 from .media import picture_with_faces, write_video  # noqa: E402
 from .serving_helpers import running_server  # noqa: E402
-
-# CI sets this (``.ci/run``): there a missing browser is a failure, on a developer machine a skip.
-REQUIRE_BROWSER = os.environ.get("DEEPFAKE_DETECTOR_REQUIRE_BROWSER") == "1"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +31,8 @@ def server(seed_checkpoint):
 
 @pytest.fixture
 def page(tmp_path):
-    if CHROMIUM is None:
-        message = "Debian's chromium is not installed (apt-get install chromium chromium-driver)"
-        if REQUIRE_BROWSER:
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh profile for every test
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1100, "height": 900},
-        )
-        try:
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "profile", width=1100) as page:  # a fresh profile for every test
+        yield page
 
 
 @pytest.fixture
