@@ -103,7 +103,7 @@ class DetectorConfig:
         default=True,
         metadata={
             "help": "read C2PA content credentials, generator metadata and the Stable Diffusion watermark "
-            "before the model (a valid C2PA AI declaration or an exact watermark makes the verdict fake); "
+            "before the model (a valid C2PA AI declaration or a watermark match makes the verdict fake); "
             "False: skip them"
         },
     )

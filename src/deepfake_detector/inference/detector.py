@@ -216,8 +216,8 @@ class Detector:
                 merged over the checkpoint's settings (`resolve_face_options`).
             provenance: Run the provenance stage before the model (`deepfake_detector.provenance`):
                 C2PA content credentials, generator metadata and the Stable Diffusion watermark,
-                reported in every result; a valid C2PA declaration of AI generation or an exact
-                watermark makes the verdict "fake". False switches it off.
+                reported in every result; a valid C2PA declaration of AI generation or a
+                watermark match makes the verdict "fake". False switches it off.
             c2pa_trust_anchors: A PEM file of root certificates whose C2PA signers are trusted.
             **model_kwargs: Passed to ``from_pretrained`` of the model.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The findings that decide a verdict on their own: a cryptographically intact C2PA manifest that
-# declares AI generation, and an exact Stable Diffusion watermark. Metadata never decides.
+# declares AI generation, and a Stable Diffusion watermark read back (`find_watermark`). Metadata never
+# decides.
 DECISIVE_FINDINGS = ("c2pa_ai_generated", "sd_watermark")
 
 # How long a quoted field may be in a finding: metadata is attacker-controlled and can be megabytes.
@@ -127,7 +128,7 @@ class ProvenanceRecord:
 def decide_verdict(model_verdict: str, record: ProvenanceRecord | None) -> tuple[str, str]:
     """The verdict a row reports, and what decided it ("model" or "provenance").
 
-    The policy: a valid C2PA manifest declaring AI generation, or an exact watermark match, makes the
+    The policy: a valid C2PA manifest declaring AI generation, or a watermark match, makes the
     verdict "fake", decided by provenance even where the model agrees. Metadata is shown but never
     changes it, and nothing ever turns a verdict to "real": provenance is easy to strip or forge,
     while a declaration of AI is a claim against the sender's interest.

@@ -59,11 +59,11 @@ class ProvenanceOptions:
                 pem = handle.read(1_000_000)
         except (OSError, UnicodeDecodeError) as error:
             raise ProvenanceError(
-                f"--c2pa-trust-anchors {self.c2pa_trust_anchors}: cannot read ({error})"
+                f"c2pa_trust_anchors={self.c2pa_trust_anchors}: cannot read ({error})"
             ) from None
         if "-----BEGIN CERTIFICATE-----" not in pem:
             raise ProvenanceError(
-                f"--c2pa-trust-anchors {self.c2pa_trust_anchors}: no PEM certificate in it "
+                f"c2pa_trust_anchors={self.c2pa_trust_anchors}: no PEM certificate in it "
                 "(expected '-----BEGIN CERTIFICATE-----' blocks)"
             )
         object.__setattr__(self, "_pem", pem)
