@@ -88,20 +88,46 @@ class WatermarkMatch:
 
 
 def compute_haar_approximation(channel: np.ndarray) -> np.ndarray:
-    """The approximation band of a one-level 2-D Haar DWT of an even-sized channel, float64.
+    """The approximation band of a one-level 2-D Haar DWT over the last two axes (even sizes), float64.
 
     Bit-for-bit what ``pywt.dwt2(channel, "haar")[0]`` returns (columns of each row pair first, the
-    same multiplications in the same order), five times faster; the order matters because a value
-    landing on either side of a quantisation step flips a bit.
+    same multiplications in the same order); the order matters because a value landing on either side
+    of a quantisation step flips a bit.
     """
     coefficient = 0.7071067811865476  # 1/sqrt(2), PyWavelets' Haar low-pass taps
     values = channel.astype(np.float64)
-    rows = coefficient * values[0::2] + coefficient * values[1::2]  # (H/2, W)
-    return coefficient * rows[:, 0::2] + coefficient * rows[:, 1::2]  # (H/2, W/2)
+    rows = coefficient * values[..., 0::2, :] + coefficient * values[..., 1::2, :]  # (..., H/2, W)
+    return coefficient * rows[..., 0::2] + coefficient * rows[..., 1::2]  # (..., H/2, W/2)
+
+
+def _tiles(plane: np.ndarray, side: int) -> np.ndarray:
+    """(rows, cols) -> (blocks, side, side): the plane's side x side tiles, row-major."""
+    block_rows, block_cols = plane.shape[0] // side, plane.shape[1] // side
+    return (
+        plane[: block_rows * side, : block_cols * side]
+        .reshape(block_rows, side, block_cols, side)
+        .transpose(0, 2, 1, 3)
+        .reshape(block_rows * block_cols, side, side)
+    )
+
+
+def _peak_bits(coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The library's rule per block of 16 coefficients: the largest other than the first.
+
+    Returns:
+        (the peak's value, its position), each (blocks,).
+    """
+    peak = np.argmax(coefficients[:, 1:], axis=1) + 1  # all >= 0: no abs() needed
+    return coefficients[np.arange(len(coefficients)), peak], peak
 
 
 def read_block_bits(rgb: np.ndarray, embedded_as: str = "bgr") -> np.ndarray:
     """The bit each 4x4 block of the U channel's DWT approximation carries, in the library's order.
+
+    Each approximation coefficient is half the sum of its 2x2 pixels, so the bit, ``(value % 36) >
+    18``, is read from integer sums; only where a sum lands exactly on a quantisation boundary (a
+    multiple of 18, about one block in 36) does the library's floating-point rounding decide, and
+    those blocks are recomputed exactly as PyWavelets does (`compute_haar_approximation`).
 
     Args:
         rgb: (H, W, 3) uint8 RGB pixels.
@@ -118,18 +144,17 @@ def read_block_bits(rgb: np.ndarray, embedded_as: str = "bgr") -> np.ndarray:
     rows, cols = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4
     conversion = {"bgr": cv2.COLOR_RGB2YUV, "rgb": cv2.COLOR_BGR2YUV}[embedded_as]
     u_channel = cv2.cvtColor(np.ascontiguousarray(rgb), conversion)[:rows, :cols, 1]
-    approximation = compute_haar_approximation(u_channel)  # (rows/2, cols/2)
-    block_rows, block_cols = approximation.shape[0] // _BLOCK, approximation.shape[1] // _BLOCK
-    blocks = (
-        approximation[: block_rows * _BLOCK, : block_cols * _BLOCK]
-        .reshape(block_rows, _BLOCK, block_cols, _BLOCK)
-        .transpose(0, 2, 1, 3)
-        .reshape(block_rows * block_cols, _BLOCK * _BLOCK)
-    )  # (blocks, 16)
-    # The library's rule: the largest-magnitude coefficient other than the first, quantised by _SCALE.
-    peak = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
-    value = np.abs(blocks[np.arange(len(blocks)), peak])
-    return (value % _SCALE) > 0.5 * _SCALE
+    wide = u_channel.astype(np.uint16)
+    sums = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]  # (rows/2, cols/2)
+    peak_sums, _ = _peak_bits(_tiles(sums, _BLOCK).reshape(-1, _BLOCK * _BLOCK))  # (blocks,)
+    scale_sums = int(2 * _SCALE)  # the quantisation step, in sums (twice the coefficient)
+    bits = (peak_sums % scale_sums) > scale_sums // 2
+    boundary = np.flatnonzero(peak_sums % (scale_sums // 2) == 0)
+    if boundary.size:
+        pixels = _tiles(u_channel, 2 * _BLOCK)[boundary]  # (boundary blocks, 8, 8)
+        values, _ = _peak_bits(compute_haar_approximation(pixels).reshape(len(boundary), -1))
+        bits[boundary] = (values % _SCALE) > 0.5 * _SCALE
+    return bits
 
 
 def vote_bits(block_bits: np.ndarray, length: int) -> np.ndarray:
