@@ -238,7 +238,10 @@ def test_a_malformed_manifest_is_a_finding_not_a_crash(tmp_path, chain, detector
     result = detector.predict(_write(tmp_path, "broken.jpg", bytes(signed)))
     assert result.ok
     assert result.provenance.c2pa.state in ("error", "invalid")
-    assert result.provenance.evidence[0].name in ("c2pa_error", "c2pa_invalid")
+    (finding,) = result.provenance.evidence
+    assert finding.name in ("c2pa_error", "c2pa_invalid")
+    # An unreadable manifest tells nothing; a readable but broken one is provenance that declares nothing.
+    assert result.provenance.ai_declared is (None if finding.name == "c2pa_error" else False)
     assert result.decided_by == "model"
 
 

@@ -99,10 +99,12 @@ class ProvenanceRecord:
     @property
     def ai_declared(self) -> bool | None:
         """True when any finding declares AI generation; False when the file carries provenance
-        (a manifest or metadata) and none declares it; None when nothing was found."""
+        (a manifest, valid or not, or metadata) and none declares it; None when nothing was found or
+        nothing could be read (only ``*_error`` findings)."""
         if any(finding.ai_declared for finding in self.evidence):
             return True
-        return False if self.evidence else None
+        found = [finding for finding in self.evidence if not finding.name.endswith("_error")]
+        return False if found else None
 
     @property
     def decisive(self) -> tuple[Finding, ...]:

@@ -68,7 +68,7 @@ class ProvenanceRecordSchema(BaseModel):
 
     ai_declared: bool | None = Field(
         description="True: a finding declares AI generation; false: provenance found, none declares it; "
-        "null: nothing found."
+        "null: nothing found, or nothing readable."
     )
     evidence: list[FindingRecord]
     c2pa: C2paRecord | None
