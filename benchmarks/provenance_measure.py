@@ -33,8 +33,7 @@ from deepfake_detector.provenance.watermark import (
     MIN_PIXELS,
     STABLE_DIFFUSION_PAYLOADS,
     find_watermark,
-    read_block_bits,
-    vote_bits,
+    read_payloads,
 )
 
 JPEG_QUALITIES = (95, 90, 85, 80, 70, 50)
@@ -44,12 +43,8 @@ SCALES = (0.5, 0.75, 0.9, 1.25, 2.0)
 def closest_bits(rgb: np.ndarray) -> dict[str, int]:
     """Per payload, the most bits it shares with what an image reads as, over both channel orders."""
     best = dict.fromkeys((payload.name for payload in STABLE_DIFFUSION_PAYLOADS), 0)
-    for channel_order in ("bgr", "rgb"):
-        block_bits = read_block_bits(rgb, channel_order)
-        for payload in STABLE_DIFFUSION_PAYLOADS:
-            votes = vote_bits(block_bits, len(payload.bits))
-            agreeing = int((votes == np.array(payload.bits, dtype=bool)).sum())
-            best[payload.name] = max(best[payload.name], agreeing)
+    for reading in read_payloads(rgb):
+        best[reading.payload.name] = max(best[reading.payload.name], reading.bits_agreeing)
     return best
 
 

@@ -315,9 +315,11 @@ def test_a_bad_trust_list_is_a_clear_error(tmp_path, seed_checkpoint, capsys):
     assert "anchors.pem: no PEM certificate" in capsys.readouterr().err
 
 
-def test_options_read_the_trust_list_once(tmp_path, chain):
-    anchors = _write(tmp_path, "anchors.pem", chain[2])
-    assert ProvenanceOptions(str(anchors)) == ProvenanceOptions(str(anchors))
+def test_a_missing_trust_list_is_a_clear_error(tmp_path):
+    from deepfake_detector.provenance import ProvenanceError
+
+    with pytest.raises(ProvenanceError, match=r"c2pa_trust_anchors=.*missing\.pem: cannot read"):
+        ProvenanceOptions(str(tmp_path / "missing.pem"))
 
 
 def test_evaluate_reports_what_provenance_decided(tmp_path, chain, detector):

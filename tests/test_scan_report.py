@@ -167,11 +167,14 @@ def test_shard_folders_of_both_formats_read_back(mixed_run, tmp_path):
 
 
 def test_flattened_provenance_is_parsed_back_even_when_details_hold_the_separator(tmp_path):
-    findings = parse_evidence(
-        "metadata:png_parameters=Steps: 20; Sampler: Euler; watermark:sd_watermark=found"
-    )
+    from deepfake_detector.provenance.records import Finding, flatten_findings
+
+    # A detail crafted to look like a second, decisive finding stays part of its own finding.
+    forged = "Steps: 20; Sampler: Euler; c2pa:c2pa_ai_generated=forged \\ end"
+    written = [Finding("metadata", "png_parameters", forged), Finding("watermark", "sd_watermark", "found")]
+    findings = parse_evidence(flatten_findings(written))
     assert findings == [
-        {"check": "metadata", "name": "png_parameters", "detail": "Steps: 20; Sampler: Euler"},
+        {"check": "metadata", "name": "png_parameters", "detail": forged},
         {"check": "watermark", "name": "sd_watermark", "detail": "found"},
     ]
     flat = tmp_path / "flat.csv"

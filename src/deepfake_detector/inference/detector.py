@@ -52,6 +52,7 @@ from deepfake_detector.modeling.checkpoints import (
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
 from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceRecord, decide_verdict
+from deepfake_detector.provenance.records import clip_text
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import Calibration, Thresholds
 
@@ -680,7 +681,9 @@ class Detector:
             try:
                 record = self.provenance.inspect_image(decoded)
             except Exception as error:  # the checks' own guards failed: keep the row, say so
-                problem = Finding("provenance", "provenance_error", f"{type(error).__name__}: {error}"[:300])
+                problem = Finding(
+                    "provenance", "provenance_error", clip_text(f"{type(error).__name__}: {error}")
+                )
                 record = ProvenanceRecord((problem,))
         return source, decoded.rgb, record
 

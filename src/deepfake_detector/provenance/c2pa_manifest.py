@@ -29,6 +29,11 @@ MAX_MANIFEST_FILE_BYTES = 512 * 1024 * 1024
 _STATES = {"Trusted": "trusted", "Valid": "valid", "Invalid": "invalid"}
 
 
+def too_large() -> Finding:
+    """The finding of a file over `MAX_MANIFEST_FILE_BYTES`, which is not read for a manifest."""
+    return Finding("c2pa", "c2pa_error", f"file over {MAX_MANIFEST_FILE_BYTES:,} bytes, not read")
+
+
 @lru_cache(maxsize=4)
 def _context(trust_anchors_pem: str | None):
     """A c2pa Context that never goes to the network (no remote manifests, no OCSP), trusting the
@@ -89,7 +94,7 @@ def read_c2pa(
     import c2pa
 
     if len(data) > MAX_MANIFEST_FILE_BYTES:
-        return None, [Finding("c2pa", "c2pa_error", f"file over {MAX_MANIFEST_FILE_BYTES:,} bytes, not read")]
+        return None, [too_large()]
     try:
         reader = c2pa.Reader.try_create(mime_type or "", io.BytesIO(data), None, _context(trust_anchors_pem))
         if reader is None:

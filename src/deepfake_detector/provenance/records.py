@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # The findings that decide a verdict on their own: a cryptographically intact C2PA manifest that
@@ -41,8 +42,48 @@ class Finding:
         return {"check": self.check, "name": self.name, "detail": self.detail}
 
     def flat(self) -> str:
-        """One CSV cell's worth: ``check:name=detail``."""
-        return f"{self.check}:{self.name}={self.detail}"
+        """One finding of a flat cell: ``check:name=detail``, a ``;`` or ``\\`` in the detail escaped
+        with ``\\`` (`flatten_findings`)."""
+        detail = self.detail.replace("\\", "\\\\").replace(";", "\\;")
+        return f"{self.check}:{self.name}={detail}"
+
+
+# Tokens of a flat cell: an escaped character, the separator, a run of plain text, or a lone ";".
+_FLAT_TOKENS = re.compile(r"\\(.)|(; )|([^\\;]+|;|\\$)", re.S)
+
+
+def flatten_findings(findings) -> str:
+    """Findings as one CSV cell: each ``check:name=detail``, joined by ``"; "``.
+
+    Details are attacker-controlled, so a ``;`` inside one is escaped (`Finding.flat`): a detail
+    written to look like a second finding stays part of the first when the cell is read back
+    (`parse_flat_findings`).
+    """
+    return "; ".join(finding.flat() for finding in findings)
+
+
+def parse_flat_findings(text: str | None) -> list[Finding]:
+    """A `flatten_findings` cell read back; a part that is not ``check:name=detail`` becomes an
+    ``unknown``/``unparsed`` finding holding it."""
+    if not text:
+        return []
+    parts, current = [], []
+    for escaped, separator, plain in _FLAT_TOKENS.findall(text):
+        if separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(escaped or plain)
+    parts.append("".join(current))
+    findings = []
+    for part in parts:
+        check, _, rest = part.partition(":")
+        name, equals, detail = rest.partition("=")
+        if equals and check and name:
+            findings.append(Finding(check, name, detail))
+        else:
+            findings.append(Finding("unknown", "unparsed", part))
+    return findings
 
 
 @dataclass(frozen=True)
@@ -120,11 +161,8 @@ class ProvenanceRecord:
         }
 
     def flat(self) -> dict:
-        """The CSV columns: ``ai_declared`` and ``provenance_evidence`` (findings joined by "; ")."""
-        return {
-            "ai_declared": self.ai_declared,
-            "provenance_evidence": "; ".join(finding.flat() for finding in self.evidence),
-        }
+        """The CSV columns: ``ai_declared`` and ``provenance_evidence`` (`flatten_findings`)."""
+        return {"ai_declared": self.ai_declared, "provenance_evidence": flatten_findings(self.evidence)}
 
 
 def decide_verdict(model_verdict: str, record: ProvenanceRecord | None) -> tuple[str, str]:

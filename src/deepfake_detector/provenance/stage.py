@@ -95,30 +95,25 @@ class ProvenanceOptions:
             checks.append("watermark")
         return ProvenanceRecord(tuple(evidence), c2pa, tuple(checks))
 
-    def inspect_file(self, path: str | os.PathLike, data: bytes | None = None) -> ProvenanceRecord:
+    def inspect_file(self, path: str | os.PathLike) -> ProvenanceRecord:
         """The C2PA check on a file that isn't decoded as one image (a video): its bytes as they are.
 
-        Reads at most `MAX_MANIFEST_FILE_BYTES` of it; a file that can't be read gives a
-        ``c2pa_error`` finding, as a broken manifest does.
+        A file over `MAX_MANIFEST_FILE_BYTES`, or one that can't be read, gives a ``c2pa_error``
+        finding, as a broken manifest does; the file is only read when it is small enough.
         """
         if not available("c2pa"):
             return ProvenanceRecord()
-        from deepfake_detector.provenance.c2pa_manifest import MAX_MANIFEST_FILE_BYTES, read_c2pa
+        from deepfake_detector.provenance.c2pa_manifest import MAX_MANIFEST_FILE_BYTES, read_c2pa, too_large
 
-        if data is None:
-            try:
-                if os.path.getsize(path) > MAX_MANIFEST_FILE_BYTES:
-                    finding = Finding(
-                        "c2pa", "c2pa_error", f"file over {MAX_MANIFEST_FILE_BYTES:,} bytes, not read"
-                    )
-                    return ProvenanceRecord((finding,), None, ("c2pa",))
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError as error:
-                finding = Finding("c2pa", "c2pa_error", f"cannot read the file ({error.strerror or error})")
-                return ProvenanceRecord((finding,), None, ("c2pa",))
-        mime = mimetypes.guess_type(os.fspath(path))[0]
-        c2pa, found = read_c2pa(data, mime, trust_anchors_pem=self._pem)
+        try:
+            if os.path.getsize(path) > MAX_MANIFEST_FILE_BYTES:
+                return ProvenanceRecord((too_large(),), None, ("c2pa",))
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            finding = Finding("c2pa", "c2pa_error", f"cannot read the file ({error.strerror or error})")
+            return ProvenanceRecord((finding,), None, ("c2pa",))
+        c2pa, found = read_c2pa(data, mimetypes.guess_type(os.fspath(path))[0], trust_anchors_pem=self._pem)
         return ProvenanceRecord(tuple(found), c2pa, ("c2pa",))
 
 

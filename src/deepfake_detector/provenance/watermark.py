@@ -166,27 +166,36 @@ def vote_bits(block_bits: np.ndarray, length: int) -> np.ndarray:
     return (votes / np.maximum(counts, 1)) * 255 > 127
 
 
-def find_watermark(
+def read_payloads(
     rgb: np.ndarray, payloads: tuple[WatermarkPayload, ...] = STABLE_DIFFUSION_PAYLOADS
-) -> WatermarkMatch | None:
-    """The known payload read back with the most agreeing bits, when enough agree
-    (`WatermarkPayload.required_bits`); else None.
+) -> list[WatermarkMatch]:
+    """How many bits of each payload the image reads back, in each channel order, matched or not.
 
     Args:
         rgb: (H, W, 3) uint8 RGB pixels at the file's own resolution; images under 256x256 pixels in
-            area (where the library cannot embed) are not read.
+            area (where the library cannot embed) are not read (an empty list).
     """
     if rgb.shape[0] * rgb.shape[1] < MIN_PIXELS:
-        return None
-    best = None
+        return []
+    readings = []
     for channel_order in ("bgr", "rgb"):
         block_bits = read_block_bits(rgb, channel_order)
         for payload in payloads:
-            if len(block_bits) < len(payload.bits):
-                continue
-            votes = vote_bits(block_bits, len(payload.bits))
-            agreeing = int((votes == np.array(payload.bits, dtype=bool)).sum())
-            match = WatermarkMatch(payload, channel_order, agreeing)
-            if agreeing >= payload.required_bits and (best is None or match.share > best.share):
-                best = match
-    return best
+            if len(block_bits) >= len(payload.bits):
+                votes = vote_bits(block_bits, len(payload.bits))
+                agreeing = int((votes == np.array(payload.bits, dtype=bool)).sum())
+                readings.append(WatermarkMatch(payload, channel_order, agreeing))
+    return readings
+
+
+def find_watermark(
+    rgb: np.ndarray, payloads: tuple[WatermarkPayload, ...] = STABLE_DIFFUSION_PAYLOADS
+) -> WatermarkMatch | None:
+    """The known payload read back with the largest share of agreeing bits, when enough agree
+    (`WatermarkPayload.required_bits`); else None. Arguments as for `read_payloads`."""
+    matches = [
+        reading
+        for reading in read_payloads(rgb, payloads)
+        if reading.bits_agreeing >= reading.payload.required_bits
+    ]
+    return max(matches, key=lambda match: match.share, default=None)

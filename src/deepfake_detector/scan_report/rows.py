@@ -13,7 +13,6 @@ import csv
 import json
 import math
 import os
-import re
 from pathlib import Path
 
 from deepfake_detector.errors import DetectorError
@@ -22,10 +21,6 @@ from deepfake_detector.errors import DetectorError
 _FLOAT_COLUMNS = ("fake_score",)
 _INT_COLUMNS = ("num_faces", "num_frames", "no_face_frames")
 _BOOL_COLUMNS = ("no_face", "ai_declared")
-# Flat rows join provenance findings as "check:name=detail" with "; "; a detail may itself hold "; ",
-# so a new finding starts only where "; " is followed by "check:name=".
-_FINDING_START = re.compile(r"; (?=[a-z0-9_]+:[A-Za-z0-9_.-]+=)")
-_FINDING = re.compile(r"^([a-z0-9_]+):([A-Za-z0-9_.-]+)=(.*)$", re.S)
 
 
 class ResultsFileError(DetectorError):
@@ -169,19 +164,11 @@ def parse_flat_row(row: dict) -> dict:
 
 
 def parse_evidence(text: str | None) -> list[dict]:
-    """``"check:name=detail; check:name=detail"`` (a flat row's ``provenance_evidence``) as findings."""
-    if not text:
-        return []
-    findings = []
-    for part in _FINDING_START.split(text):
-        match = _FINDING.match(part)
-        if match:
-            findings.append({"check": match[1], "name": match[2], "detail": match[3]})
-        elif findings:  # not a finding of its own: the previous detail held "; "
-            findings[-1]["detail"] += "; " + part
-        else:
-            findings.append({"check": "unknown", "name": "unparsed", "detail": part})
-    return findings
+    """A flat row's ``provenance_evidence`` as finding dicts, read back by the format's own parser
+    (`deepfake_detector.provenance.records.parse_flat_findings`)."""
+    from deepfake_detector.provenance.records import parse_flat_findings
+
+    return [finding.to_dict() for finding in parse_flat_findings(text)]
 
 
 def _as_float(value) -> float | None:
