@@ -140,18 +140,32 @@ def test_the_real_backbone_is_the_pinned_conversion_of_the_wheel():
     assert model.config.hidden_act == "quick_gelu" and model.config.projection_dim == 512
 
 
-def build_tiny_detector(backbone: Path, folder: Path, *, seed: int = 0) -> Path:
-    """A CLIP detector on the tiny converted tower, with a random but decisive head, saved whole."""
+def build_tiny_detector(
+    backbone: Path, folder: Path, *, seed: int = 0, domains: list[str] | None = None, calibration=None
+) -> Path:
+    """A CLIP detector on the tiny converted tower, with random but decisive heads (and domain probe),
+    saved whole."""
     import torch
 
     from deepfake_detector.modeling.clip_detector import build_clip_detector, build_image_processor
 
     torch.manual_seed(seed)
-    model = build_clip_detector(backbone, id2label=SEED_LABELS)
+    model = build_clip_detector(backbone, id2label=SEED_LABELS, domains=domains)
     with torch.no_grad():
         model.feature_mean.normal_()
         model.feature_scale.uniform_(0.5, 2.0)
+        if domains:  # standardise as training does, so that a random probe splits images both ways
+            tokens, _ = model.compute_features(torch.rand(64, 3, 32, 32) * 4 - 2)
+            features = tokens.reshape(64, -1)
+            model.feature_mean.copy_(features.mean(dim=0))
+            model.feature_scale.copy_(features.std(dim=0) + 1e-6)
         model.classifier.weight.normal_(std=2.0)
+        for head in model.domain_classifiers:
+            head.weight.normal_(std=2.0)
+        if model.domain_classifier is not None:
+            model.domain_classifier.weight.normal_(std=2.0)
+    if calibration is not None:
+        model.config.deepfake_detector = calibration
     model.save_pretrained(folder)
     build_image_processor(image_size=32).save_pretrained(folder)
     return folder
@@ -250,3 +264,91 @@ def test_a_good_existing_backbone_is_kept_and_a_damaged_one_replaced(tiny_backbo
     write_backbone(onnx_path, folder, expected_sha256=expected, **TINY_TOWER)
     assert compute_sha256(weights) == expected
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+TWO_DOMAINS = ["face", "general"]
+
+
+def test_a_detector_with_domains_routes_each_image_to_its_domains_head(tiny_backbone, tmp_path):
+    import torch
+
+    from deepfake_detector.modeling.clip_detector import ClipDetectorForImageClassification
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector", domains=TWO_DOMAINS)
+    model = ClipDetectorForImageClassification.from_pretrained(folder).eval()
+    pixels = torch.rand(16, 3, 32, 32) * 4 - 2
+    with torch.no_grad():
+        outputs = model(pixel_values=pixels)
+        tokens, _ = model.compute_features(pixels)
+        features = (tokens.reshape(16, -1) - model.feature_mean) / model.feature_scale
+        face, general = model.classifier(features), model.domain_classifiers[0](features)
+    chosen = outputs.domain_logits.argmax(dim=1)
+    assert outputs.domain_logits.shape == (16, 2)
+    assert 0 < int(chosen.sum()) < 16, "the random probe should send images both ways"
+    expected = torch.where((chosen == 0)[:, None], face, general)
+    assert torch.allclose(outputs.logits, expected, atol=1e-5)
+
+
+def test_rows_carry_the_domain_and_its_thresholds_decide(tiny_backbone, tmp_path, varied_images):
+    from transformers import pipeline
+
+    from deepfake_detector import Detector
+    from deepfake_detector.modeling.clip_detector import register_auto_classes
+
+    # Thresholds so far apart that the verdict shows which domain's rule decided.
+    calibration = {
+        "temperature": 1.0,
+        "thresholds": {"real": 0.5, "fake": 0.5},
+        "domains": {
+            "face": {"thresholds": {"real": 0.2, "fake": 0.2}},
+            "general": {"thresholds": {"real": 0.8, "fake": 0.8}},
+        },
+    }
+    folder = build_tiny_detector(
+        tiny_backbone[1], tmp_path / "detector", domains=TWO_DOMAINS, calibration=calibration
+    )
+    detector = Detector.from_pretrained(folder, precision="fp32", engine="torch")
+    register_auto_classes()
+    reference = pipeline("image-classification", model=str(folder), device="cpu")
+    predictions = detector.predict(varied_images)
+    seen = set()
+    for path, prediction in zip(varied_images, predictions, strict=True):
+        assert prediction.ok, prediction.error
+        seen.add(prediction.domain)
+        assert prediction.detector == f"{prediction.domain}-head"
+        threshold = {"face": 0.2, "general": 0.8}[prediction.domain]
+        assert prediction.verdict == ("fake" if prediction.fake_score >= threshold else "real")
+        expected = {entry["label"]: entry["score"] for entry in reference(str(path), top_k=None)}
+        assert prediction.fake_score == pytest.approx(expected["Deepfake"], abs=1e-5)
+        assert prediction.to_dict()["domain"] == prediction.domain
+    assert seen == set(TWO_DOMAINS)
+    # A caller's threshold replaces every domain's.
+    from deepfake_detector.scoring import Thresholds
+
+    fixed = Detector.from_pretrained(
+        folder, precision="fp32", engine="torch", thresholds=Thresholds.single(0.5)
+    )
+    for prediction in fixed.predict(varied_images):
+        assert prediction.verdict == ("fake" if prediction.fake_score >= 0.5 else "real")
+
+
+def test_a_detector_without_domains_says_so_in_every_row(tiny_backbone, tmp_path, varied_images):
+    from deepfake_detector import Detector
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector")
+    prediction = Detector.from_pretrained(folder, precision="fp32", engine="torch").predict(varied_images[0])
+    assert prediction.domain is None and prediction.detector == "model"
+    assert "domain" in prediction.to_dict()
+
+
+def test_the_domain_probe_survives_the_onnx_export(tiny_backbone, tmp_path, varied_images):
+    from deepfake_detector import Detector
+    from deepfake_detector.cli.main import main
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector", domains=TWO_DOMAINS)
+    assert main(["export", "--model", str(folder), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    exported = Detector.from_pretrained(tmp_path / "onnx", jpeg_draft=False).predict(varied_images)
+    reference = Detector.from_pretrained(folder, precision="fp32", engine="torch").predict(varied_images)
+    for ours, theirs in zip(exported, reference, strict=True):
+        assert ours.domain == theirs.domain
+        assert ours.fake_score == pytest.approx(theirs.fake_score, abs=1e-4)

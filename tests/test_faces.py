@@ -90,7 +90,7 @@ def test_every_face_is_scored_as_its_crop_and_the_image_takes_the_most_fake(dete
     assert prediction.fake_score == max(scores)
     row = prediction.to_dict()
     assert row["no_face"] is False and len(row["faces"]) == 2
-    assert set(row["faces"][0]) == {"box", "crop_box", "detection_score", "label", "fake_score", "verdict"}
+    assert set(row["faces"][0]) == {"box", "crop_box", "detection_score", "label", "fake_score", "verdict", "domain"}
 
 
 def test_other_face_strategies_and_margin(detector):
@@ -133,7 +133,7 @@ def test_plain_rows_keep_their_format(detector):
     row = detector.predict(image).to_dict()
     assert list(row) == [
         *("source", "label", "fake_score", "verdict", "model", "revision", "error"),
-        *("decided_by", "provenance"),
+        *("decided_by", "domain", "detector", "provenance"),
     ]
 
 
@@ -143,7 +143,7 @@ def test_a_model_failure_in_face_mode_gives_error_rows(detector, monkeypatch):
     def broken(images):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(detector, "compute_logits", broken)
+    monkeypatch.setattr(detector, "compute_outputs", broken)
     first, second = detector.predict([image, background(100, 100)], faces=True)
     assert not first.ok and "model failed: out of memory" in first.error
     assert not second.ok and second.faces is None

@@ -170,7 +170,7 @@ def test_faces_are_found_scored_and_aggregated_per_frame(tmp_path, detector):
     assert len(top_scores) > 3 and top.fake_score == pytest.approx(np.mean(top_scores[-3:]))
     row = prediction.to_dict()
     assert row["kind"] == "video" and row["num_frames"] == 20 and row["no_face_frames"] == 5
-    assert set(row["frames"][0]) == {"index", "timestamp_s", "fake_score", "no_face", "faces"}
+    assert set(row["frames"][0]) == {"index", "timestamp_s", "fake_score", "no_face", "faces", "domain"}
 
 
 def test_a_video_without_faces_is_scored_on_whole_frames(tmp_path, detector):
@@ -235,7 +235,10 @@ def test_cli_timeline_and_plain_image_rows(tmp_path, seed_checkpoint):
     image, _ = picture_with_faces(240, 180, [FACE_AT], seed=9)
     image.save(tmp_path / "photo.png")
     code, out = _run(["predict", str(tmp_path / "photo.png"), "--format", "csv", *model])
-    header = "source,label,fake_score,verdict,model,revision,error,decided_by,ai_declared,provenance_evidence"
+    header = (
+        "source,label,fake_score,verdict,model,revision,error,decided_by,domain,detector,ai_declared,"
+        "provenance_evidence"
+    )
     assert out.splitlines()[0] == header  # plain rows: no face columns
     # A face-mode CSV resumes in face mode only: the columns of its rows must match its header.
     results = str(tmp_path / "results.csv")

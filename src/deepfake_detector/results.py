@@ -51,6 +51,10 @@ class Prediction(_Outcome):
             (`deepfake_detector.provenance.decide_verdict`); None for error rows.
         provenance: What the provenance stage found (C2PA, metadata, watermark); None when the stage
             was switched off. ``fake_score`` is always the model's own.
+        domain: What the model saw: "face" (a face the face head can judge) or "general" (anything
+            else), as the checkpoint's domain probe decided; None when the checkpoint has no domains.
+        detector: Which head gave ``fake_score``: "face-head", "general-head", or "model" for a
+            checkpoint with one head for everything; None for error rows.
     """
 
     source: str | int
@@ -63,6 +67,8 @@ class Prediction(_Outcome):
     faces: tuple[FaceScore, ...] | None = None
     decided_by: str | None = None
     provenance: ProvenanceRecord | None = None
+    domain: str | None = None
+    detector: str | None = None
 
     @classmethod
     def failed(
@@ -127,6 +133,7 @@ class Explanation(_Outcome):
         faces: With ``faces=True``: every face found and scored, as in `Prediction.faces`; the score is
             the faces' combined. An empty tuple when no face was found: the whole image was explained
             (``no_face``). None when faces were not searched for.
+        domain: What the model saw, as `Prediction.domain`.
     """
 
     source: str | int
@@ -140,6 +147,7 @@ class Explanation(_Outcome):
     revision: str | None = None
     error: str | None = None
     faces: tuple[FaceScore, ...] | None = None
+    domain: str | None = None
 
     @classmethod
     def failed(
@@ -178,6 +186,7 @@ class Explanation(_Outcome):
             "model": self.model,
             "revision": self.revision,
             "error": self.error,
+            "domain": self.domain,
         }
         if self.faces is not None:
             row["no_face"] = self.no_face
@@ -201,6 +210,7 @@ class FaceScore:
         label: The checkpoint's own top label for the crop.
         fake_score: Probability of the fake role for the crop, in [0, 1].
         verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+        domain: The crop's domain, as `Prediction.domain`.
     """
 
     box: tuple[int, int, int, int]
@@ -209,6 +219,7 @@ class FaceScore:
     label: str
     fake_score: float
     verdict: str
+    domain: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -218,6 +229,7 @@ class FaceScore:
             "label": self.label,
             "fake_score": self.fake_score,
             "verdict": self.verdict,
+            "domain": self.domain,
         }
 
 
@@ -232,19 +244,27 @@ class FrameScore:
             no face was found or faces were not searched for.
         faces: Faces found and scored, largest first; empty when none was found; None when faces were
             not searched for.
+        domain: The frame's domain (of its deciding face, or of the whole frame), as
+            `Prediction.domain`.
     """
 
     index: int
     timestamp_s: float
     fake_score: float
     faces: tuple[FaceScore, ...] | None = None
+    domain: str | None = None
 
     @property
     def no_face(self) -> bool | None:
         return None if self.faces is None else not self.faces
 
     def to_dict(self) -> dict:
-        row = {"index": self.index, "timestamp_s": self.timestamp_s, "fake_score": self.fake_score}
+        row = {
+            "index": self.index,
+            "timestamp_s": self.timestamp_s,
+            "fake_score": self.fake_score,
+            "domain": self.domain,
+        }
         if self.faces is not None:
             row["no_face"] = self.no_face
             row["faces"] = [face.to_dict() for face in self.faces]
@@ -273,6 +293,9 @@ class VideoPrediction:
         error: Why the video could not be scored at all; when set, the score and verdict are None.
         decided_by: As `Prediction.decided_by`.
         provenance: As `Prediction.provenance`; for videos, the C2PA check of the file.
+        domain: The clip's domain: that of most of the frames that decided its score (faces win a
+            tie); None when the checkpoint has no domains.
+        detector: As `Prediction.detector`, for the clip's domain.
     """
 
     source: str | int
@@ -289,6 +312,8 @@ class VideoPrediction:
     error: str | None = None
     decided_by: str | None = None
     provenance: ProvenanceRecord | None = None
+    domain: str | None = None
+    detector: str | None = None
 
     @classmethod
     def failed(
@@ -335,6 +360,8 @@ class VideoPrediction:
             "revision": self.revision,
             "error": self.error,
             "decided_by": self.decided_by,
+            "domain": self.domain,
+            "detector": self.detector,
             "provenance": None if self.provenance is None else self.provenance.to_dict(),
             "kind": "video",
             "aggregation": self.aggregation,

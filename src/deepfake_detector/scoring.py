@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 VERDICTS = ("real", "uncertain", "fake")
+# The domain of a face the face head can judge; a model with domains lists it first (`config.domains`).
+FACE_DOMAIN = "face"
 
 # Calibration lives in the checkpoint's config.json under this key, so it travels with the weights:
-# {"temperature": 1.0, "thresholds": {"real": 0.5, "fake": 0.5}}. `calibrate` writes it.
+# {"temperature": 1.0, "thresholds": {"real": 0.5, "fake": 0.5}}, plus, for a model with domains,
+# {"domains": {"face": {"thresholds": {...}, "fitted_on": {...}}, ...}}. `calibrate` and `train-head`
+# write it.
 CONFIG_KEY = "deepfake_detector"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: NumPy arrays have no single truth value to compare by
+class ModelOutputs:
+    """What the model step gives for a batch.
+
+    Attributes:
+        logits: (B, C) class logits: with domains, each row's from the head of its domain.
+        domain_logits: (B, domains) logits of the domain probe; None for a model without domains.
+    """
+
+    logits: np.ndarray
+    domain_logits: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def rows(self, start: int, stop: int) -> ModelOutputs:
+        """Rows ``start:stop`` of the batch."""
+        domains = None if self.domain_logits is None else self.domain_logits[start:stop]
+        return ModelOutputs(self.logits[start:stop], domains)
+
+    @classmethod
+    def concatenate(cls, parts: list[ModelOutputs]) -> ModelOutputs:
+        logits = np.concatenate([part.logits for part in parts])
+        if any(part.domain_logits is None for part in parts):
+            return cls(logits)
+        return cls(logits, np.concatenate([part.domain_logits for part in parts]))
 
 
 @dataclass(frozen=True)
@@ -63,11 +95,23 @@ class Calibration:
     Attributes:
         temperature: Logits are divided by this before the softmax (temperature scaling). 1.0 keeps
             the model's own probabilities, and so exact parity with the transformers pipeline.
-        thresholds: The decision rule on the fake score.
+        thresholds: The decision rule on the fake score (for a model with domains: of any domain
+            without thresholds of its own).
+        domain_thresholds: Each domain's own rule, fitted on that domain's validation images. A
+            caller's thresholds replace them all (`with_thresholds`).
     """
 
     temperature: float = 1.0
     thresholds: Thresholds = Thresholds()
+    domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+
+    def thresholds_for(self, domain: str | None) -> Thresholds:
+        """The rule for a score of ``domain`` (None: the model can't tell domains)."""
+        return self.domain_thresholds.get(domain, self.thresholds) if domain else self.thresholds
+
+    def with_thresholds(self, thresholds: Thresholds) -> Calibration:
+        """The caller's thresholds for every domain, the stored temperature kept."""
+        return Calibration(temperature=self.temperature, thresholds=thresholds)
 
     def __post_init__(self) -> None:
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
@@ -77,13 +121,22 @@ class Calibration:
     def from_config(cls, config) -> Calibration:
         """Reads ``config.deepfake_detector`` of a transformers config (missing: the identity)."""
         stored = getattr(config, CONFIG_KEY, None) or {}
+        domains = stored.get("domains") or {}
         return cls(
             temperature=float(stored.get("temperature", 1.0)),
             thresholds=Thresholds.from_config(stored.get("thresholds")),
+            domain_thresholds={
+                name: Thresholds.from_config(entry["thresholds"])
+                for name, entry in domains.items()
+                if entry.get("thresholds")
+            },
         )
 
     def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "thresholds": self.thresholds.to_dict()}
+        row = {"temperature": self.temperature, "thresholds": self.thresholds.to_dict()}
+        if self.domain_thresholds:
+            row["domain_thresholds"] = {name: t.to_dict() for name, t in self.domain_thresholds.items()}
+        return row
 
 
 def compute_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -110,34 +163,52 @@ def compute_verdict(fake_score: float, thresholds: Thresholds) -> str:
 
 @dataclass(frozen=True)
 class Score:
-    """What one row of logits means: the checkpoint's top label, the fake score and the verdict."""
+    """What one row of logits means: the checkpoint's top label, the fake score, the verdict, and the
+    domain whose head gave the score (None for a model without domains)."""
 
     label: str
     fake_score: float
     verdict: str
+    domain: str | None = None
+
+
+def compute_domains(domain_logits: np.ndarray | None, domains: Sequence[str] | None, rows: int) -> list:
+    """Each row's domain name: the domain probe's argmax (as the model routes), None without domains."""
+    if domain_logits is None or not domains:
+        return [None] * rows
+    return [domains[int(index)] for index in np.argmax(domain_logits, axis=-1)]
 
 
 def compute_scores(
-    logits: np.ndarray, *, id2label: Mapping[int, str], fake_ids: tuple[int, ...], calibration: Calibration
+    outputs: ModelOutputs,
+    *,
+    id2label: Mapping[int, str],
+    fake_ids: tuple[int, ...],
+    calibration: Calibration,
+    domains: Sequence[str] | None = None,
 ) -> list[Score]:
-    """The one rule that turns logits into label, fake score and verdict, for every engine and mode.
+    """The one rule that turns model outputs into label, fake score, verdict and domain, for every
+    engine and mode.
 
     Args:
-        logits: Raw model outputs, shape (B, C).
+        outputs: The model step's outputs for B rows.
         id2label: The checkpoint's class names.
         fake_ids: Class indices of the fake role (`LabelRoles.fake_ids`).
-        calibration: Temperature and thresholds.
+        calibration: Temperature and thresholds (each domain's own, where it has them).
+        domains: The checkpoint's domain names (``config.domains``), in the probe's order.
 
     Returns:
         One `Score` per row.
     """
-    probabilities = compute_probabilities(logits, calibration.temperature)  # (B, C)
+    probabilities = compute_probabilities(outputs.logits, calibration.temperature)  # (B, C)
     fake_scores = compute_fake_scores(probabilities, fake_ids)  # (B,)
+    names = compute_domains(outputs.domain_logits, domains, len(fake_scores))
     return [
         Score(
             label=id2label[int(np.argmax(probs))],
             fake_score=float(fake_score),
-            verdict=compute_verdict(float(fake_score), calibration.thresholds),
+            verdict=compute_verdict(float(fake_score), calibration.thresholds_for(domain)),
+            domain=domain,
         )
-        for probs, fake_score in zip(probabilities, fake_scores, strict=True)
+        for probs, fake_score, domain in zip(probabilities, fake_scores, names, strict=True)
     ]

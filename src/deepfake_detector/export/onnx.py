@@ -156,12 +156,15 @@ def _compute_in_batches(engine, pixel_values: np.ndarray, batch_size: int = DEFA
 
 
 def _export_graph(model, example: np.ndarray, path: Path) -> None:
-    """Writes the model as ONNX: ``pixel_values`` (batch, 3, H, W) float32 -> ``logits`` (batch, C)."""
+    """Writes the model as ONNX: ``pixel_values`` (batch, 3, H, W) float32 -> ``logits`` (batch, C),
+    and ``domain_logits`` (batch, domains) for a model with domains."""
     import warnings
 
     import torch
 
-    class LogitsOnly(torch.nn.Module):
+    with_domains = bool(getattr(model.config, "domains", None))
+
+    class TensorsOnly(torch.nn.Module):
         """The exporter wants tensors out, not a transformers output dataclass."""
 
         def __init__(self, wrapped) -> None:
@@ -169,7 +172,8 @@ def _export_graph(model, example: np.ndarray, path: Path) -> None:
             self.wrapped = wrapped
 
         def forward(self, pixel_values):
-            return self.wrapped(pixel_values=pixel_values).logits
+            outputs = self.wrapped(pixel_values=pixel_values)
+            return (outputs.logits, outputs.domain_logits) if with_domains else outputs.logits
 
     batch = torch.export.Dim("batch", min=1)
     try:
@@ -177,11 +181,11 @@ def _export_graph(model, example: np.ndarray, path: Path) -> None:
         with warnings.catch_warnings(), _quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                LogitsOnly(model.eval()),
+                TensorsOnly(model.eval()),
                 (torch.from_numpy(example),),
                 dynamo=True,
                 input_names=["pixel_values"],
-                output_names=["logits"],
+                output_names=["logits", "domain_logits"] if with_domains else ["logits"],
                 dynamic_shapes={"pixel_values": {0: batch}},
                 verbose=False,
             )

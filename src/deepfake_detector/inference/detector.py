@@ -32,7 +32,7 @@ from deepfake_detector.inference.engines import (
     load_export_info,
     resolve_engine,
 )
-from deepfake_detector.inference.faces import iter_crop_logits
+from deepfake_detector.inference.faces import iter_crop_outputs
 from deepfake_detector.inference.prefetch import map_ordered
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.inference.scorer import InputLogits, Scorer
@@ -54,7 +54,7 @@ from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
 from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceRecord, decide_verdict
 from deepfake_detector.provenance.records import clip_text
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
-from deepfake_detector.scoring import Calibration, Thresholds
+from deepfake_detector.scoring import Calibration, ModelOutputs, Thresholds
 
 if TYPE_CHECKING:
     from deepfake_detector.inference.config import DetectorConfig
@@ -259,7 +259,7 @@ class Detector:
         calibration = Calibration.from_config(config)
         face_options = resolve_face_options(faces, _load_face_options(config, checkpoint.name))
         if thresholds is not None:
-            calibration = replace(calibration, thresholds=thresholds)
+            calibration = calibration.with_thresholds(thresholds)
         detector = cls(
             model,
             processor,
@@ -334,12 +334,20 @@ class Detector:
     def scorer(self) -> Scorer:
         """This detector's scoring function and rule, as face and video scoring take them."""
         return Scorer(
-            compute_logits=self.compute_logits,
+            compute_outputs=self.compute_outputs,
             roles=self.roles,
             calibration=self.calibration,
             model=self.model_id,
             revision=self.revision,
+            domains=self.domains,
         )
+
+    @property
+    def domains(self) -> tuple[str, ...] | None:
+        """The domains the checkpoint tells apart (``config.domains``, e.g. face, general), each with
+        its own head and thresholds; None for a checkpoint with one head for everything."""
+        domains = getattr(self.config, "domains", None)
+        return tuple(domains) if domains else None
 
     def resolve_faces(self, faces: FaceChoice = None) -> FaceOptions | None:
         """What a ``faces`` argument means for this detector (`resolve_face_options` over
@@ -350,17 +358,21 @@ class Detector:
         """
         return resolve_face_options(faces, self.face_options)
 
-    def compute_logits(self, images: Sequence) -> np.ndarray:
+    def compute_outputs(self, images: Sequence) -> ModelOutputs:
         """Runs preprocessing and the model on already-loaded RGB images.
 
         Args:
             images: RGB PIL images (see `deepfake_detector.io.images.load_image`).
 
         Returns:
-            Float32 logits, shape (B, num_labels).
+            Float32 logits (B, num_labels), and the domain probe's logits for a model with domains.
         """
         pixel_values = np.stack([self.preprocessor(image) for image in images])  # (B, 3, H, W)
-        return self.engine.compute_logits(pixel_values)
+        return self.engine.compute_outputs(pixel_values)
+
+    def compute_logits(self, images: Sequence) -> np.ndarray:
+        """`compute_outputs`' logits alone, (B, num_labels)."""
+        return self.compute_outputs(images).logits
 
     def predict(
         self,
@@ -454,12 +466,19 @@ class Detector:
                 except (RuntimeError, ValueError, DetectorError) as error:
                     yield (source, record), DetectorError(f"{source}: face detection failed: {error}")
 
-        scored = iter_crop_logits(self.compute_logits, prepared(), batch_size=batch_size)
-        for (source, record), crops, logits in scored:
+        scored = iter_crop_outputs(self.compute_outputs, prepared(), batch_size=batch_size)
+        for (source, record), crops, outputs in scored:
             if isinstance(crops, Exception):
                 yield InputLogits(source, None, error=str(crops), provenance=record)
             else:
-                yield InputLogits(source, logits, crops.boxes, crops.crop_boxes, provenance=record)
+                yield InputLogits(
+                    source,
+                    outputs.logits,
+                    crops.boxes,
+                    crops.crop_boxes,
+                    provenance=record,
+                    domain_logits=outputs.domain_logits,
+                )
 
     def explain(
         self,
@@ -558,6 +577,7 @@ class Detector:
             verdict=prediction.verdict,
             model=self.model_id,
             revision=self.revision,
+            domain=prediction.domain,
         )
 
     def _explain_error(self, source: str | int, method: str, error: Exception) -> Explanation:
@@ -706,16 +726,21 @@ class Detector:
         failure = None
         if good:
             try:
-                logits = iter(self.engine.compute_logits(np.stack(good)))  # (B, C)
+                outputs = self.engine.compute_outputs(np.stack(good))  # B rows
             except (RuntimeError, ValueError, DetectorError) as error:
                 failure = DetectorError(f"model failed: {error}")
         results = []
+        position = 0
         for source, pixels, record in loaded:
             if isinstance(pixels, Exception) or failure is not None:
                 error = pixels if isinstance(pixels, Exception) else failure
                 results.append(InputLogits(source, None, error=str(error), provenance=record))
             else:
-                results.append(InputLogits(source, next(logits)[None], provenance=record))  # (1, C)
+                row = outputs.rows(position, position + 1)  # (1, C) and (1, domains)
+                results.append(
+                    InputLogits(source, row.logits, provenance=record, domain_logits=row.domain_logits)
+                )
+                position += 1
         return results
 
 

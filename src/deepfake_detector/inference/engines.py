@@ -34,6 +34,7 @@ import numpy as np
 
 from deepfake_detector.errors import EngineError
 from deepfake_detector.optional import require
+from deepfake_detector.scoring import ModelOutputs
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 ENGINES = ("auto", "torch", "onnx")
@@ -181,11 +182,14 @@ def resolve_engine(
 
 
 class Engine(Protocol):
-    """Runs the model step. ``compute_logits`` takes (B, 3, H, W) float32 pixel values as the
-    checkpoint's image processor makes them and returns (B, num_labels) float32 logits."""
+    """Runs the model step. ``compute_outputs`` takes (B, 3, H, W) float32 pixel values as the
+    checkpoint's image processor makes them and returns the (B, num_labels) float32 logits with, for a
+    model with domains, the domain probe's (B, domains) logits; ``compute_logits`` the logits alone."""
 
     name: str
     precision: str
+
+    def compute_outputs(self, pixel_values: np.ndarray) -> ModelOutputs: ...
 
     def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray: ...
 
@@ -226,13 +230,20 @@ class TorchEngine:
         else:
             raise EngineError(f"the torch engine runs fp32 or bf16, not {precision!r}")
 
-    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+    def compute_outputs(self, pixel_values: np.ndarray) -> ModelOutputs:
         import torch
 
         with torch.inference_mode():
             inputs = torch.from_numpy(pixel_values).to(self.device, self._dtype)  # (B, 3, H, W)
-            logits = self._module(pixel_values=inputs).logits  # (B, C)
-        return logits.float().cpu().numpy()
+            outputs = self._module(pixel_values=inputs)
+        domain_logits = getattr(outputs, "domain_logits", None)  # (B, domains), models with domains
+        return ModelOutputs(
+            outputs.logits.float().cpu().numpy(),  # (B, C)
+            None if domain_logits is None else domain_logits.float().cpu().numpy(),
+        )
+
+    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.compute_outputs(pixel_values).logits
 
 
 class OnnxEngine:
@@ -258,13 +269,22 @@ class OnnxEngine:
         except Exception as error:  # onnxruntime raises its own untyped errors for bad files
             raise EngineError(f"cannot load the ONNX model {os.fspath(path)!r}: {error}") from error
         self._input = self._session.get_inputs()[0].name
+        self._outputs = [output.name for output in self._session.get_outputs()]  # logits[, domain_logits]
 
-    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+    def compute_outputs(self, pixel_values: np.ndarray) -> ModelOutputs:
         try:
-            (logits,) = self._session.run(None, {self._input: np.ascontiguousarray(pixel_values, np.float32)})
+            results = self._session.run(None, {self._input: np.ascontiguousarray(pixel_values, np.float32)})
         except Exception as error:  # onnxruntime's errors are not RuntimeError subclasses
             raise EngineError(f"ONNX Runtime failed: {error}") from error
-        return np.asarray(logits, dtype=np.float32)  # (B, C)
+        named = dict(zip(self._outputs, results, strict=True))
+        domain_logits = named.get("domain_logits")
+        return ModelOutputs(
+            np.asarray(named["logits"], dtype=np.float32),  # (B, C)
+            None if domain_logits is None else np.asarray(domain_logits, dtype=np.float32),  # (B, domains)
+        )
+
+    def compute_logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.compute_outputs(pixel_values).logits
 
 
 def load_export_info(folder: str | os.PathLike) -> dict | None:

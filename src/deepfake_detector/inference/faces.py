@@ -25,6 +25,7 @@ from deepfake_detector.faces.crops import (  # noqa: F401
     resolve_face_options,
 )
 from deepfake_detector.results import Explanation
+from deepfake_detector.scoring import ModelOutputs
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,21 +36,22 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def iter_crop_logits(
-    compute_logits: Callable,
+def iter_crop_outputs(
+    compute_outputs: Callable[..., ModelOutputs],
     prepared: Iterable[tuple[T, FaceCrops | Exception]],
     *,
     batch_size: int,
-) -> Iterator[tuple[T, FaceCrops | Exception, np.ndarray | None]]:
-    """Logits of the crops of many images, about ``batch_size`` crops per model call, in input order.
+) -> Iterator[tuple[T, FaceCrops | Exception, ModelOutputs | None]]:
+    """Model outputs of the crops of many images, about ``batch_size`` crops per model call, in order.
 
     Args:
-        compute_logits: The scoring function, loaded RGB images -> (B, C) logits.
+        compute_outputs: The scoring function, loaded RGB images -> `ModelOutputs` of B rows.
         prepared: (key, crops) pairs; an exception in place of crops passes through.
         batch_size: Crops gathered before a model call. Only the crops wait, so memory stays bounded.
 
     Yields:
-        (key, crops, (crops, C) logits), or (key, exception, None) when the input or its batch failed.
+        (key, crops, outputs with one row per crop), or (key, exception, None) when the input or its
+        batch failed.
     """
     pending: list[tuple[T, FaceCrops | Exception]] = []
     waiting = 0
@@ -57,30 +59,30 @@ def iter_crop_logits(
         pending.append((key, crops))
         waiting += 0 if isinstance(crops, Exception) else len(crops.images)
         if waiting >= batch_size:
-            yield from _score_pending(compute_logits, pending, batch_size)
+            yield from _score_pending(compute_outputs, pending, batch_size)
             pending, waiting = [], 0
-    yield from _score_pending(compute_logits, pending, batch_size)
+    yield from _score_pending(compute_outputs, pending, batch_size)
 
 
-def _score_pending(compute_logits, pending, batch_size: int):
+def _score_pending(compute_outputs, pending, batch_size: int):
     images = [image for _, crops in pending if not isinstance(crops, Exception) for image in crops.images]
     try:
-        logits = [
-            compute_logits(images[start : start + batch_size]) for start in range(0, len(images), batch_size)
+        parts = [
+            compute_outputs(images[start : start + batch_size]) for start in range(0, len(images), batch_size)
         ]
     except (RuntimeError, ValueError, DetectorError) as error:
         failure = DetectorError(f"model failed: {error}")
         for key, crops in pending:
             yield key, crops if isinstance(crops, Exception) else failure, None
         return
-    rows = np.concatenate(logits) if logits else None  # (crops, C)
+    rows = ModelOutputs.concatenate(parts) if parts else None  # one row per crop
     position = 0
     for key, crops in pending:
         if isinstance(crops, Exception):
             yield key, crops, None
             continue
         count = len(crops.images)
-        yield key, crops, rows[position : position + count]
+        yield key, crops, rows.rows(position, position + count)
         position += count
 
 
@@ -106,8 +108,8 @@ def explain_faces(
     except (RuntimeError, ValueError) as error:
         failure = DetectorError(f"{source}: face detection failed: {error}")
         return Explanation.failed(source, method, failure, model=scorer.model, revision=scorer.revision)
-    logits = scorer.compute_logits(list(crops.images))  # (crops, C)
-    scored = scorer.combine(logits, crops.boxes, crops.crop_boxes, options.aggregation)
+    outputs = scorer.compute_outputs(list(crops.images))  # one row per crop
+    scored = scorer.combine(outputs, crops.boxes, crops.crop_boxes, options.aggregation)
     token_maps = [compute_token_map(crop) for crop in crops.images]  # each (rows, cols)
     if crops.boxes:
         heatmap = compute_face_heatmap(token_maps, crops.crop_boxes, image.size)  # (H, W)
@@ -122,8 +124,9 @@ def explain_faces(
         token_map=token_map,
         label=scored.label,
         fake_score=scored.fake_score,
-        verdict=scorer.verdict(scored.fake_score),
+        verdict=scorer.verdict(scored.fake_score, scored.domain),
         model=scorer.model,
         revision=scorer.revision,
         faces=scored.faces,
+        domain=scored.domain,
     )

@@ -20,7 +20,14 @@ import numpy as np
 
 from deepfake_detector.provenance import decide_verdict
 from deepfake_detector.results import FaceScore, Prediction
-from deepfake_detector.scoring import Calibration, Score, compute_scores, compute_verdict
+from deepfake_detector.scoring import (
+    FACE_DOMAIN,
+    Calibration,
+    ModelOutputs,
+    Score,
+    compute_scores,
+    compute_verdict,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,6 +46,7 @@ class InputLogits:
         source: The input's path as given, or its index in the call.
         logits: (crops, C) float32: one row for a whole image (or an image without a face), one per
             face crop in face mode. None when ``error`` is set.
+        domain_logits: (crops, domains) float32 of the domain probe, for a model with domains.
         boxes: The faces found, in ``logits`` row order; empty when none was found (the single row is
             the whole image); None when faces were not searched for.
         crop_boxes: The square region scored for each face, in the same order.
@@ -52,19 +60,26 @@ class InputLogits:
     crop_boxes: tuple[tuple[int, int, int, int], ...] = ()
     error: str | None = None
     provenance: ProvenanceRecord | None = None
+    domain_logits: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def outputs(self) -> ModelOutputs:
+        return ModelOutputs(self.logits, self.domain_logits)
+
 
 @dataclass(frozen=True)
 class FacesScored:
-    """One image's (or frame's) faces and the combined label and score; ``faces`` empty: no face."""
+    """One image's (or frame's) faces and the combined label, score and domain; ``faces`` empty: no
+    face (the whole image's score)."""
 
     faces: tuple[FaceScore, ...]
     label: str
     fake_score: float
+    domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,26 +87,32 @@ class Scorer:
     """A scoring function and the rule that reads its logits, as face and video modes need them.
 
     Attributes:
-        compute_logits: Loaded RGB images -> float32 logits, (B, C).
+        compute_outputs: Loaded RGB images -> the model step's outputs (logits and domain logits).
         roles: The checkpoint's labels and which are fake.
-        calibration: Temperature and thresholds.
+        calibration: Temperature and thresholds (per domain where the checkpoint has them).
         model: The checkpoint's name, for the records.
         revision: The checkpoint's revision, for the records.
+        domains: The checkpoint's domains (``config.domains``); None when it has none.
     """
 
-    compute_logits: Callable[[Sequence[Image.Image]], np.ndarray]
+    compute_outputs: Callable[[Sequence[Image.Image]], ModelOutputs]
     roles: LabelRoles
     calibration: Calibration
     model: str
     revision: str | None = None
+    domains: tuple[str, ...] | None = None
 
-    def score_logits(self, logits: np.ndarray) -> list[Score]:
+    def score_outputs(self, outputs: ModelOutputs) -> list[Score]:
         return compute_scores(
-            logits, id2label=self.roles.id2label, fake_ids=self.roles.fake_ids, calibration=self.calibration
+            outputs,
+            id2label=self.roles.id2label,
+            fake_ids=self.roles.fake_ids,
+            calibration=self.calibration,
+            domains=self.domains,
         )
 
-    def verdict(self, fake_score: float) -> str:
-        return compute_verdict(fake_score, self.calibration.thresholds)
+    def verdict(self, fake_score: float, domain: str | None = None) -> str:
+        return compute_verdict(fake_score, self.calibration.thresholds_for(domain))
 
     def failed(
         self, source: str | int, error: Exception | str, provenance: ProvenanceRecord | None = None
@@ -102,13 +123,13 @@ class Scorer:
 
     def combine(
         self,
-        logits: np.ndarray,
+        outputs: ModelOutputs,
         boxes: tuple[FaceBox, ...],
         crop_boxes: tuple[tuple[int, int, int, int], ...],
         aggregation: FaceAggregation,
     ) -> FacesScored:
-        """One image's result from the logits of its crops (`combine_faces` over the scoring rule)."""
-        return combine_faces(self.score_logits(logits), boxes, crop_boxes, aggregation)
+        """One image's result from the outputs of its crops (`combine_faces` over the scoring rule)."""
+        return combine_faces(self.score_outputs(outputs), boxes, crop_boxes, aggregation)
 
     def predict(self, scored: InputLogits, aggregation: FaceAggregation) -> Prediction:
         """The `Prediction` for one input's logits: its faces combined by ``aggregation`` in face mode,
@@ -117,12 +138,13 @@ class Scorer:
             return self.failed(scored.source, scored.error, scored.provenance)
         faces = None
         if scored.boxes is None:
-            (score,) = self.score_logits(scored.logits)
-            label, fake_score = score.label, score.fake_score
+            (score,) = self.score_outputs(scored.outputs)
+            label, fake_score, domain = score.label, score.fake_score, score.domain
         else:
-            combined = self.combine(scored.logits, scored.boxes, scored.crop_boxes, aggregation)
+            combined = self.combine(scored.outputs, scored.boxes, scored.crop_boxes, aggregation)
             faces, label, fake_score = combined.faces, combined.label, combined.fake_score
-        verdict, decided_by = decide_verdict(self.verdict(fake_score), scored.provenance)
+            domain = combined.domain
+        verdict, decided_by = decide_verdict(self.verdict(fake_score, domain), scored.provenance)
         return Prediction(
             source=scored.source,
             label=label,
@@ -133,7 +155,14 @@ class Scorer:
             faces=faces,
             decided_by=decided_by,
             provenance=scored.provenance,
+            domain=domain,
+            detector=self.detector_name(domain),
         )
+
+    def detector_name(self, domain: str | None) -> str:
+        """Which head gave a score of ``domain``: ``<domain>-head``, or ``model`` for a checkpoint
+        with one head for everything."""
+        return f"{domain}-head" if self.domains and domain else "model"
 
 
 def combine_faces(
@@ -145,12 +174,12 @@ def combine_faces(
     """One image's result from the scores of its crops (in ``boxes`` order).
 
     With no face, the whole image's score is the result (and ``faces`` is empty: ``no_face``). The
-    combined label is that of the face whose score is nearest the combined score (for "max" and
-    "largest", the deciding face itself).
+    combined label and domain are those of the face whose score is nearest the combined score (for
+    "max" and "largest", the deciding face itself).
     """
     if not boxes:
         (score,) = scores
-        return FacesScored((), score.label, score.fake_score)
+        return FacesScored((), score.label, score.fake_score, score.domain)
     faces = tuple(
         FaceScore(
             box=box.as_tuple(),
@@ -159,10 +188,12 @@ def combine_faces(
             label=score.label,
             fake_score=score.fake_score,
             verdict=score.verdict,
+            domain=score.domain,
         )
         for box, crop, score in zip(boxes, crop_boxes, scores, strict=True)
     )
     values = np.array([face.fake_score for face in faces])
     combined = aggregation.compute(values, [box.area for box in boxes])
-    label = faces[int(np.argmin(np.abs(values - combined)))].label
-    return FacesScored(faces, label, combined)
+    nearest = faces[int(np.argmin(np.abs(values - combined)))]
+    # A face the face detector found is in the face domain, whether or not the model has a probe.
+    return FacesScored(faces, nearest.label, combined, nearest.domain or FACE_DOMAIN)

@@ -12,9 +12,17 @@ transformers documents custom models), so a saved folder loads with
 ``AutoModelForImageClassification.from_pretrained`` and ``transformers.pipeline("image-classification")``
 once this module's registration has run; `deepfake_detector.modeling.checkpoints` runs it before any
 load.
+
+Domains (``config.domains``, e.g. ``["face", "general"]``): a face head alone answers a landscape with
+a confident "real" it has no grounds for. With domains, the same standardised features also feed a
+domain probe (a linear layer: which domain the image belongs to) and one head per domain; ``logits``
+are those of the head of the domain the probe picks (so ``pipeline("image-classification")`` gives
+the routed answer), and the output also carries ``domain_logits``. One tower pass serves every head.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,6 +41,8 @@ class ClipDetectorConfig(PretrainedConfig):
         feature_blocks: Blocks (1-based, as in ``hidden_states``) whose class token the head reads.
             None: every block.
         use_mean_patch_token: Also read the mean patch token of the last block.
+        domains: Names of the domains the model tells apart (the first is the face domain), each with
+            its own head, routed by a domain probe; None: one head, no probe.
         initializer_factor: CLIP's weight-init scale (used for randomly initialised test models).
     """
 
@@ -44,6 +54,7 @@ class ClipDetectorConfig(PretrainedConfig):
         vision_config: dict | CLIPVisionConfig | None = None,
         feature_blocks: list[int] | None = None,
         use_mean_patch_token: bool = True,
+        domains: list[str] | None = None,
         initializer_factor: float = 1.0,
         **kwargs,
     ) -> None:
@@ -59,6 +70,9 @@ class ClipDetectorConfig(PretrainedConfig):
             )
         self.feature_blocks = blocks
         self.use_mean_patch_token = use_mean_patch_token
+        if domains is not None and (len(domains) < 2 or len(set(domains)) != len(domains)):
+            raise ValueError(f"domains must name two or more distinct domains, got {domains}")
+        self.domains = list(domains) if domains is not None else None
         self.initializer_factor = initializer_factor
         super().__init__(**kwargs)
 
@@ -81,8 +95,15 @@ def compute_token_features(hidden_states, feature_blocks, use_mean_patch_token: 
     return torch.stack(tokens, dim=1)  # (B, tokens, D)
 
 
+@dataclass
+class DomainClassifierOutput(ImageClassifierOutput):
+    """`ImageClassifierOutput` plus the domain probe's logits, (B, domains); None without domains."""
+
+    domain_logits: torch.FloatTensor | None = None
+
+
 class ClipDetectorForImageClassification(CLIPPreTrainedModel):
-    """CLIP image tower + standardised multi-block features + linear head."""
+    """CLIP image tower + standardised multi-block features + linear head (one per domain)."""
 
     config_class = ClipDetectorConfig
     base_model_prefix = "clip_detector"
@@ -98,6 +119,10 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_scale", torch.ones(width))
         self.classifier = nn.Linear(width, config.num_labels)
+        domains = config.domains or []
+        # One head per domain after the first (whose head is ``classifier``), and the probe between them.
+        self.domain_classifiers = nn.ModuleList(nn.Linear(width, config.num_labels) for _ in domains[1:])
+        self.domain_classifier = nn.Linear(width, len(domains)) if domains else None
         self.post_init()
 
     def _init_weights(self, module) -> None:
@@ -115,7 +140,15 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         return tokens, outputs
 
     def classify_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_labels) from `compute_features`' tokens (B, tokens, D), or flattened (B, F).
+        """Logits (B, num_labels) from `compute_features`' tokens (B, tokens, D), or flattened (B, F):
+        with domains, each row's from the head of the domain the probe picks."""
+        logits, _ = self.classify_features_with_domains(tokens)
+        return logits
+
+    def classify_features_with_domains(
+        self, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, num_labels) and domain logits (B, domains) (None without domains).
 
         Always in float32, even when the model was cast to bfloat16 for speed: the residual stream's
         outlier dimensions reach the hundreds, and standardising them in bfloat16 (8 bits of mantissa)
@@ -123,9 +156,21 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         """
         features = tokens.reshape(tokens.shape[0], -1).float()  # (B, F)
         standardised = (features - self.feature_mean.float()) / self.feature_scale.float()
-        weight, bias = self.classifier.weight.float(), self.classifier.bias.float()
+
+        def linear(layer: nn.Linear) -> torch.Tensor:
+            return nn.functional.linear(standardised, layer.weight.float(), layer.bias.float())
+
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return nn.functional.linear(standardised, weight, bias)  # (B, C)
+            logits = linear(self.classifier)  # (B, C)
+            if self.domain_classifier is None:
+                return logits, None
+            domain_logits = linear(self.domain_classifier)  # (B, domains)
+            heads = torch.stack([logits, *(linear(head) for head in self.domain_classifiers)], dim=1)
+            chosen = domain_logits.argmax(dim=1)  # (B,)
+            # gather, not heads[arange(B), chosen]: indexing by arange fixes the batch size in an export.
+            index = chosen[:, None, None].expand(-1, 1, heads.shape[2])  # (B, 1, C)
+            routed = heads.gather(1, index).squeeze(1)  # (B, C): (B, domains, C) picked by domain
+            return routed, domain_logits
 
     def forward(
         self,
@@ -135,12 +180,16 @@ class ClipDetectorForImageClassification(CLIPPreTrainedModel):
         **kwargs,
     ) -> ImageClassifierOutput:
         tokens, outputs = self.compute_features(pixel_values, output_attentions=output_attentions, **kwargs)
-        logits = self.classify_features(tokens)
+        logits, domain_logits = self.classify_features_with_domains(tokens)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits, labels)
-        return ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        return DomainClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            domain_logits=domain_logits,
         )
 
 

@@ -10,6 +10,8 @@ users' images meet: flips, colour, blur, down-then-up scaling, JPEG 30-100; real
 same chain) and ``sbi*`` (a self-blended pseudo-fake made from a real image, landmark-masked). Each view
 is seeded by its name and the image's path, so a rerun makes the same pixels. Fixed degradations for
 robustness tables: ``jpeg<quality>``, ``blur<sigma in tenths>``, ``down<percent>`` (down, then up).
+``tile<k>`` is the k-th of `TILE_COUNT` crops at the image's own resolution (`compute_tile_boxes`), for
+comparing whole-image resizes with native-resolution tiles.
 
 Work is written in shards (``<out>/<view>/shard-NNNNN.npz``, atomically), so a killed run resumes
 where it stopped. Rows are the images of `deepfake_detector.data.load_labelled_images`, named in the
@@ -53,6 +55,30 @@ def degrade(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 _FIXED = ("jpeg", "blur", "down")
+TILE_COUNT = 4
+
+
+def compute_tile_boxes(width: int, height: int, tile: int, count: int = TILE_COUNT) -> list[tuple]:
+    """``count`` (1 or 4) square crops of side ``tile`` at the image's own resolution, as
+    (left, top, right, bottom): one centred, or one centred on each quadrant, shifted inside the image.
+
+    A side shorter than ``tile`` is taken whole (the processor then resizes that crop): what matters is
+    that no crop is ever shrunk, so the generator's pixel-level traces reach the model as they are.
+    """
+    if count not in (1, 4):
+        raise ValueError(f"tile count must be 1 or 4, got {count}")
+    fractions = (0.5,) if count == 1 else (0.25, 0.75)
+
+    def span(length: int, fraction: float) -> tuple[int, int]:
+        side = min(tile, length)
+        start = min(max(round(length * fraction - side / 2), 0), length - side)
+        return start, start + side
+
+    return [
+        (left, top, right, bottom)
+        for top, bottom in (span(height, fraction) for fraction in fractions)
+        for left, right in (span(width, fraction) for fraction in fractions)
+    ]
 
 
 def apply_fixed_degradation(image: Image.Image, kind: str, amount: int) -> Image.Image:
@@ -86,12 +112,18 @@ def parse_view(spec: str) -> View:
     others on train only; ``sbi`` views cover real images only)."""
     name, _, splits = spec.partition(":")
     kind = name.rstrip("0123456789")
-    if kind not in ("clean", "aug", "sbi", "jpeg", "blur", "down") or (kind in _FIXED and kind == name):
+    numbered = (*_FIXED, "tile")
+    if kind not in ("clean", "aug", "sbi", *numbered) or (kind in numbered and kind == name):
         raise ValueError(
             f"unknown view {name!r}; views are clean, aug<N>, sbi<N>, jpeg<quality>, blur<sigma x 10>, "
-            "down<percent>"
+            f"down<percent>, tile<0..{TILE_COUNT - 1}>"
         )
-    default = ("train", "val", "test") if kind == "clean" else ("test",) if kind in _FIXED else ("train",)
+    if kind == "tile" and not 0 <= int(name[4:]) < TILE_COUNT:
+        raise ValueError(f"unknown view {name!r}; tiles are tile0..tile{TILE_COUNT - 1}")
+    if kind in ("clean", "tile"):
+        default = ("train", "val", "test")
+    else:
+        default = ("test",) if kind in _FIXED else ("train",)
     chosen = tuple(splits.split("+")) if splits else default
     return View(name, chosen, ("real",) if kind == "sbi" else ("real", "fake"))
 
@@ -99,8 +131,9 @@ def parse_view(spec: str) -> View:
 class ViewRenderer:
     """Makes a view's image of a row (loads landmark models once, for ``sbi`` views)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tile_px: int = 224) -> None:
         self._landmark_models = None
+        self.tile_px = tile_px  # the tower's input side: a tile reaches it without resizing
 
     def __call__(self, view: View, row: LabelledImage, image: Image.Image) -> Image.Image:
         seed = int.from_bytes(hashlib.sha256(f"{view.name}|{row.path}".encode()).digest()[:8], "little")
@@ -111,6 +144,9 @@ class ViewRenderer:
             return degrade(image, rng)
         if view.kind in _FIXED:
             return apply_fixed_degradation(image, view.kind, int(view.name[len(view.kind) :]))
+        if view.kind == "tile":
+            box = compute_tile_boxes(*image.size, self.tile_px)[int(view.name[4:])]
+            return image.crop(box)
         from deepfake_detector.training.pseudo_fakes import (
             find_face_landmarks,
             load_landmark_models,
@@ -154,7 +190,7 @@ def extract_features(
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
-    renderer = ViewRenderer()
+    renderer = ViewRenderer(model.config.vision_config.image_size)
     model.eval()
     for view in views:
         chosen = [(index, row) for index, row in enumerate(rows) if view.covers(row)]

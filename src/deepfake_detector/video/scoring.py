@@ -7,14 +7,16 @@ scores are kept, so memory does not grow with the video's length.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
 from deepfake_detector.errors import DetectorError, MissingExtraError, VideoLoadError
 from deepfake_detector.faces.crops import FaceCrops, FaceOptions, cut_faces
-from deepfake_detector.inference.faces import iter_crop_logits
+from deepfake_detector.inference.faces import iter_crop_outputs
 from deepfake_detector.results import FrameScore, VideoPrediction
+from deepfake_detector.scoring import FACE_DOMAIN
 from deepfake_detector.video.decode import FrameSampling, VideoReader
 
 if TYPE_CHECKING:
@@ -64,13 +66,13 @@ def predict_video(
                     yield (sampled.index, sampled.timestamp_s), crops
 
             # Crops of several frames share a model call; only the crops wait, never the whole video.
-            scored_frames = iter_crop_logits(scorer.compute_logits, prepared(), batch_size=batch_size)
-            for (index, timestamp_s), crops, logits in scored_frames:
+            scored_frames = iter_crop_outputs(scorer.compute_outputs, prepared(), batch_size=batch_size)
+            for (index, timestamp_s), crops, outputs in scored_frames:
                 if isinstance(crops, Exception):
                     raise crops
-                scored = scorer.combine(logits, crops.boxes, crops.crop_boxes, face_aggregation)
+                scored = scorer.combine(outputs, crops.boxes, crops.crop_boxes, face_aggregation)
                 found = scored.faces if face_detector is not None else None
-                frames.append(FrameScore(index, timestamp_s, scored.fake_score, found))
+                frames.append(FrameScore(index, timestamp_s, scored.fake_score, found, scored.domain))
     except VideoLoadError as error:
         return failed(str(error))
     except MissingExtraError:
@@ -78,12 +80,13 @@ def predict_video(
     except (RuntimeError, ValueError, DetectorError) as error:
         return failed(f"{source}: scoring failed: {error}")
     # Frames without a face show scenery, cuts or titles: when some frames have a face, those decide.
-    with_face = [frame.fake_score for frame in frames if not frame.no_face]
-    fake_score = aggregation.compute(with_face or [frame.fake_score for frame in frames])
+    deciding = [frame for frame in frames if not frame.no_face] or frames
+    fake_score = aggregation.compute([frame.fake_score for frame in deciding])
+    domain = compute_clip_domain([frame.domain for frame in deciding])
     return VideoPrediction(
         source=source,
         fake_score=fake_score,
-        verdict=scorer.verdict(fake_score),
+        verdict=scorer.verdict(fake_score, domain),
         model=scorer.model,
         revision=scorer.revision,
         frames=tuple(frames),
@@ -93,4 +96,16 @@ def predict_video(
         stopped_at_s=reader.stopped_at_s,
         decode_problem=reader.problem,
         decided_by="model",
+        domain=domain,
+        detector=scorer.detector_name(domain),
     )
+
+
+def compute_clip_domain(domains: list[str | None]) -> str | None:
+    """A clip's domain: that of most of its deciding frames (the face domain on a tie, because a
+    clip with faces in half its frames is about those faces); None when the model has no domains."""
+    named = [domain for domain in domains if domain is not None]
+    if not named:
+        return None
+    counts = Counter(named)
+    return max(counts, key=lambda name: (counts[name], name == FACE_DOMAIN))
