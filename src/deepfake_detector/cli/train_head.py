@@ -11,11 +11,13 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers) -> None:
-    summary = "train the CLIP detector's head on cached frozen features (configs/clip-b16-v1.yaml)"
+    summary = "train the CLIP detector's heads on cached frozen features (configs/clip-b16-v2.yaml)"
     parser = subparsers.add_parser("train-head", help=summary, description=DESCRIPTION)
     parser.add_argument("--config", "-c", required=True, help="YAML file of HeadTrainingConfig fields")
     parser.add_argument("--output-dir", "-o", help="overrides the config's output_dir")
-    parser.add_argument("--manifest", help="overrides the config's manifest (path,label,source,split)")
+    parser.add_argument(
+        "--manifests", nargs="+", help="override the config's manifests (path,label,source,split[,group])"
+    )
     parser.set_defaults(run=run)
 
 
@@ -27,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from deepfake_detector.training.head import HeadTrainingConfig, run_head_training
 
     (config,) = HfArgumentParser(HeadTrainingConfig).parse_yaml_file(args.config)
-    overrides = {key: value for key in ("output_dir", "manifest") if (value := getattr(args, key))}
+    overrides = {key: value for key in ("output_dir", "manifests") if (value := getattr(args, key))}
     run_head_training(replace(config, **overrides))
     return 0
