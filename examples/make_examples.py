@@ -12,6 +12,10 @@ domain; it ships inside the scikit-image wheel, so no download). From it:
 - ``astronaut-face-small.jpg``: the real face shrunk to 64 px and saved at JPEG quality 30, the
   low-resolution, compressed kind of upload the seed card names as a weakness.
 
+And one photo without a face, so that the demo shows a ``general`` image judged by the general head:
+``rocket.jpg``, scikit-image's ``rocket`` sample (a SpaceX launch photo, public domain, also inside the
+wheel).
+
 Usage: ``python examples/make_examples.py OUT_DIR`` (``make demo`` runs it into build/examples).
 """
 
@@ -31,11 +35,12 @@ FACE_SIDE_PX = 256
 SEED = 7
 
 
-def load_astronaut() -> Image.Image:
+def load_sample(name: str) -> Image.Image:
+    """One of scikit-image's sample photos (``astronaut``: (512, 512, 3), ``rocket``: (427, 640, 3))."""
     from deepfake_detector.optional import require
 
     data = require("skimage.data", "dev")
-    return Image.fromarray(data.astronaut())  # (512, 512, 3) uint8
+    return Image.fromarray(getattr(data, name)())  # (H, W, 3) uint8
 
 
 def crop_face(photo: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
@@ -97,7 +102,7 @@ def make_examples(out_dir: Path) -> list[Path]:
     from deepfake_detector.training.pseudo_fakes import make_self_blended
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    photo = load_astronaut()
+    photo = load_sample("astronaut")
     face, face_box = crop_face(photo)
     small = face.resize((64, 64), Image.Resampling.BILINEAR)
     images = {
@@ -106,6 +111,7 @@ def make_examples(out_dir: Path) -> list[Path]:
         "astronaut-face-blended.jpg": (make_self_blended(face, random.Random(SEED)), 90),
         "astronaut-face-retouched.jpg": (enlarge_eyes(face, face_box), 90),
         "astronaut-face-small.jpg": (small, 30),
+        "rocket.jpg": (load_sample("rocket"), 90),
     }
     written = []
     for name, (image, quality) in images.items():

@@ -352,3 +352,39 @@ def test_the_domain_probe_survives_the_onnx_export(tiny_backbone, tmp_path, vari
     for ours, theirs in zip(exported, reference, strict=True):
         assert ours.domain == theirs.domain
         assert ours.fake_score == pytest.approx(theirs.fake_score, abs=1e-4)
+
+
+def test_calibrate_fits_each_domains_thresholds_and_predict_keeps_them(
+    tiny_backbone, tmp_path, varied_images
+):
+    import csv
+    import json
+
+    from deepfake_detector import Detector
+    from deepfake_detector.cli.main import main
+
+    folder = build_tiny_detector(tiny_backbone[1], tmp_path / "detector", domains=TWO_DOMAINS)
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        rows = [
+            [str(path), "fake" if index % 2 else "real", "val"] for index, path in enumerate(varied_images)
+        ]
+        csv.writer(handle).writerows([["path", "label", "split"], *rows])
+    calibrated = tmp_path / "calibrated"
+    assert (
+        main(
+            ["calibrate", "--model", str(folder), "--data", str(manifest), "--output-model", str(calibrated)]
+        )
+        == 0
+    )
+    stored = json.loads((calibrated / "config.json").read_text())["deepfake_detector"]
+    detector = Detector.from_pretrained(calibrated, precision="fp32", engine="torch")
+    predictions = detector.predict(varied_images)
+    with_reals = {p.domain for p, row in zip(predictions, rows, strict=True) if row[1] == "real"}
+    assert set(stored["domains"]) == with_reals and with_reals
+    assert stored["fitted_on"]["domains"]["images"]
+    for prediction in predictions:
+        rule = detector.calibration.thresholds_for(prediction.domain)
+        if prediction.domain in with_reals:
+            assert rule.fake == stored["domains"][prediction.domain]["thresholds"]["fake"]
+        assert prediction.verdict == ("fake" if prediction.fake_score >= rule.fake else "real")

@@ -133,9 +133,10 @@ class Calibration:
         )
 
     def to_dict(self) -> dict:
+        """The stored form (`from_config` reads it back)."""
         row = {"temperature": self.temperature, "thresholds": self.thresholds.to_dict()}
         if self.domain_thresholds:
-            row["domain_thresholds"] = {name: t.to_dict() for name, t in self.domain_thresholds.items()}
+            row["domains"] = {name: {"thresholds": t.to_dict()} for name, t in self.domain_thresholds.items()}
         return row
 
 

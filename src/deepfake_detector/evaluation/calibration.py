@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -340,6 +341,11 @@ def calibrate(
             compute_threshold_at_fnr(labels, after, positive="fake", target_fnr=target_fnr), fake_threshold
         )
     thresholds = Thresholds(real=real_threshold, fake=fake_threshold)
+    # The domain each image is scored in (the model's probe; None for a model without domains).
+    domains = np.array([detector.scorer.predict(result, aggregation).domain for _, result in kept])
+    domain_thresholds = _fit_domain_thresholds(
+        detector.domains or (), domains, labels, after, target_fpr, target_fnr
+    )
     low, high = TEMPERATURE_BOUNDS
     # The items' own split names are already normalised ("validation" -> "val"); the argument is only
     # the fallback for records without one.
@@ -355,8 +361,16 @@ def calibrate(
             "faces": None if options is None else {**options.to_config(), "strategy": aggregation.strategy},
         },
     }
+    if domain_thresholds:
+        fitted_on["domains"] = {
+            "rule": "each domain's thresholds fitted on the images the model sent to that domain; a "
+            "domain without real images here keeps the pooled thresholds",
+            "images": {str(name): int(count) for name, count in Counter(domains.tolist()).items()},
+        }
     return CalibrationResult(
-        calibration=Calibration(temperature=temperature, thresholds=thresholds),
+        calibration=Calibration(
+            temperature=temperature, thresholds=thresholds, domain_thresholds=domain_thresholds
+        ),
         images=len(items),
         scored=real + fake,
         real=real,
@@ -380,6 +394,28 @@ def calibrate(
         errors=tuple(errors),
         scores=tuple((item.path, float(score)) for (item, _), score in zip(kept, after, strict=True)),
     )
+
+
+def _fit_domain_thresholds(
+    names: Sequence[str], domains: np.ndarray, labels: np.ndarray, scores: np.ndarray, target_fpr, target_fnr
+) -> dict[str, Thresholds]:
+    """Per domain of a model with domains (``names``), the thresholds of the same rule as the pooled
+    ones, fitted on the images scored in that domain (``domains``); a domain with no real image keeps
+    the pooled ones."""
+    fitted = {}
+    for domain in names:
+        mine = domains == domain
+        if not (labels[mine] == "real").any():
+            continue
+        fake = compute_threshold_at_fpr(labels[mine], scores[mine], positive="fake", target_fpr=target_fpr)
+        real = fake
+        if target_fnr is not None and (labels[mine] == "fake").any():
+            real = min(
+                compute_threshold_at_fnr(labels[mine], scores[mine], positive="fake", target_fnr=target_fnr),
+                fake,
+            )
+        fitted[domain] = Thresholds(real=real, fake=fake)
+    return fitted
 
 
 def _crop_areas(result) -> list[float]:
