@@ -74,6 +74,18 @@ def reversed_checkpoint(tmp_path_factory) -> Path:
     return build_tiny_vit(tmp_path_factory.mktemp("reversed-order"), REVERSED_LABELS, seed=1)
 
 
+@pytest.fixture(scope="session")
+def domain_checkpoint(tmp_path_factory) -> Path:
+    """A tiny CLIP detector with a face and a general head and a random domain probe that sends the
+    varied images both ways, for the surfaces that show each row's domain. Its tower is saved as is:
+    the int8 round trip of the real backbone is tested in tests/test_clip_backbone.py."""
+    from tests.test_clip_backbone import build_tiny_detector, build_tiny_tower
+
+    folder = tmp_path_factory.mktemp("domains")
+    build_tiny_tower().save_pretrained(folder / "backbone")
+    return build_tiny_detector(folder / "backbone", folder / "detector", domains=["face", "general"])
+
+
 def _texture(height: int, width: int, seed: int) -> np.ndarray:
     """A smooth colour pattern plus noise, so resizing and rotation change what the model sees."""
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ import builtins
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -128,8 +129,56 @@ def test_globs_and_formats_agree(tmp_path, good_folder, seed_checkpoint, capsys)
         assert float(b["fake_score"]) == a["fake_score"] and b["verdict"] == a["verdict"] and b["error"] == ""
     assert main(["predict", pattern, "--model", str(seed_checkpoint), "-q", "--threshold", "0.0"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["verdict", "fake_score", "label", "source"]
+    assert table[0].split() == ["verdict", "fake_score", "domain", "label", "source"]
     assert len(table) == 1 + len(jpgs) and all(line.startswith("fake") for line in table[1:])
+    assert all(line.split()[2] == "-" for line in table[1:])  # a checkpoint without domains
+
+
+def test_every_format_carries_the_domain_and_the_table_shows_it(
+    tmp_path, varied_images, domain_checkpoint, capsys
+):
+    from deepfake_detector import Detector
+
+    inputs = [str(path) for path in varied_images[:6]]
+    expected = {
+        prediction.source: (prediction.domain, prediction.detector)
+        for prediction in Detector.from_pretrained(domain_checkpoint, device="cpu").predict(inputs)
+    }
+    assert {domain for domain, _ in expected.values()} == {"face", "general"}
+    args = ["predict", *inputs, "--model", str(domain_checkpoint), "-q"]
+    for fmt in ("jsonl", "csv", "json"):
+        assert main([*args, "-o", str(tmp_path / f"results.{fmt}")]) == 0
+    with open(tmp_path / "results.csv", newline="") as handle:
+        flat = list(csv.DictReader(handle))
+    for rows in (
+        _read_jsonl(tmp_path / "results.jsonl"),
+        json.loads((tmp_path / "results.json").read_text()),
+        flat,
+    ):
+        assert {row["source"]: (row["domain"], row["detector"]) for row in rows} == expected
+    assert main(args) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["verdict", "fake_score", "domain"]
+    assert {line.split()[-1]: line.split()[2] for line in table[1:]} == {
+        source: domain for source, (domain, _) in expected.items()
+    }
+
+
+def test_a_csv_of_an_earlier_version_is_not_resumed_into(tmp_path, good_folder, seed_checkpoint):
+    out = tmp_path / "old.csv"
+    args = ["predict", str(good_folder), "--model", str(seed_checkpoint), "-o", str(out), "-q"]
+    assert main(args) == 0
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    older = [name for name in rows[0] if name not in ("domain", "detector")]
+    with open(out, "w", newline="") as handle:  # as predict wrote it before rows carried a domain
+        writer = csv.DictWriter(handle, older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows[:2])
+    with pytest.raises(
+        SystemExit, match=re.escape("earlier version, without the column(s) domain, detector")
+    ):
+        main([*args, "--resume"])
 
 
 def test_no_match_glob_is_an_error_row(tmp_path, seed_checkpoint, capsys):

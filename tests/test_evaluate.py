@@ -107,6 +107,9 @@ def test_evaluate_writes_the_report_and_one_row_per_image(evaluated):
     assert [float(row["fake_score"]) for row in scored] == pytest.approx(
         [p.fake_score for p in direct], abs=1e-6
     )
+    assert [(row["domain"] or None, row["detector"]) for row in scored] == [
+        (p.domain, p.detector) for p in direct
+    ]
     labels = [row["label"] for row in scored]
     scores = [float(row["fake_score"]) for row in scored]
     metrics = json.loads((out / "metrics.json").read_text())

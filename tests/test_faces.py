@@ -90,7 +90,15 @@ def test_every_face_is_scored_as_its_crop_and_the_image_takes_the_most_fake(dete
     assert prediction.fake_score == max(scores)
     row = prediction.to_dict()
     assert row["no_face"] is False and len(row["faces"]) == 2
-    assert set(row["faces"][0]) == {"box", "crop_box", "detection_score", "label", "fake_score", "verdict", "domain"}
+    assert set(row["faces"][0]) == {
+        "box",
+        "crop_box",
+        "detection_score",
+        "label",
+        "fake_score",
+        "verdict",
+        "domain",
+    }
 
 
 def test_other_face_strategies_and_margin(detector):

@@ -292,7 +292,13 @@ def test_cli_rows_and_the_off_switch(tmp_path, chain, seed_checkpoint, capsys):
     )
     assert main(["predict", *common, "--format", "csv"]) == 0
     header, line = capsys.readouterr().out.strip().splitlines()
-    assert header.split(",")[-3:] == ["decided_by", "ai_declared", "provenance_evidence"]
+    assert header.split(",")[-5:] == [
+        "decided_by",
+        "domain",
+        "detector",
+        "ai_declared",
+        "provenance_evidence",
+    ]
     assert "c2pa:c2pa_ai_generated=" in line
     assert main(["predict", *common, "--format", "jsonl", "--no-provenance"]) == 0
     row = json.loads(capsys.readouterr().out)
@@ -345,5 +351,5 @@ def test_evaluate_reports_what_provenance_decided(tmp_path, chain, detector):
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Decided by provenance (valid C2PA AI declaration or Stable Diffusion watermark): 3 of 6" in text
     rows = (tmp_path / "report" / "predictions.csv").read_text().splitlines()
-    assert rows[0].endswith("decided_by,ai_declared")
-    assert sum(row.endswith("provenance,True") for row in rows) == 3
+    assert rows[0].endswith("decided_by,domain,detector,ai_declared")
+    assert sum(row.endswith("provenance,,model,True") for row in rows) == 3  # one head, no domain

@@ -14,6 +14,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,12 +166,14 @@ def test_parquet_shards_hold_local_csv_columns_in_face_mode(
     assert len(result.shards) >= 2  # cut at 3 rows, from batches of 4
     table = pq.read_table(tmp_path / "shards")
     assert table.column_names == list(next(iter(expected.values())))  # with num_faces, no_face, ...
-    names = ("fake_score", "num_faces", "no_face", "ai_declared", "decided_by")
+    names = ("fake_score", "num_faces", "no_face", "ai_declared", "decided_by", "domain", "detector")
     assert [str(table.schema.field(name).type) for name in names] == [
         "double",
         "int64",
         "bool",
         "bool",
+        "string",
+        "string",
         "string",
     ]
     rows = table.to_pylist()
@@ -179,10 +182,30 @@ def test_parquet_shards_hold_local_csv_columns_in_face_mode(
         want = expected[row["source"]]
         if row["error"] is None:
             assert row["fake_score"] == pytest.approx(float(want["fake_score"]), abs=1e-6)
-            for name in ("label", "verdict", "model", "num_faces", "no_face", "decided_by"):
+            for name in ("label", "verdict", "model", "num_faces", "no_face", "decided_by", "detector"):
                 assert str(row[name]) == want[name], name
+            assert (row["domain"] or "") == want["domain"]  # a face found is in the face domain
         else:
             assert row["error"] == want["error"] and row["fake_score"] is None and row["num_faces"] is None
+
+
+def test_ray_rows_carry_each_inputs_domain_and_head(tmp_path, varied_images, domain_checkpoint, hook_folder):
+    import pyarrow.parquet as pq
+
+    from deepfake_detector import Detector
+
+    inputs = [str(path) for path in varied_images[:6]]
+    expected = Detector.from_pretrained(domain_checkpoint, device="cpu").predict(inputs)
+    spec = DetectorConfig(domain_checkpoint)
+    score_with_ray(inputs, tmp_path / "parquet", spec, _config())
+    score_with_ray(inputs, tmp_path / "jsonl", spec, _config(format="jsonl"))
+
+    table = pq.read_table(tmp_path / "parquet")
+    assert [str(table.schema.field(name).type) for name in ("domain", "detector")] == ["string", "string"]
+    want = {prediction.source: (prediction.domain, prediction.detector) for prediction in expected}
+    assert {domain for domain, _ in want.values()} == {"face", "general"}
+    for rows in (table.to_pylist(), _jsonl_rows(tmp_path / "jsonl")):
+        assert {row["source"]: (row["domain"], row["detector"]) for row in rows} == want
 
 
 def test_rerun_scores_nothing_new_and_leaves_the_output_unchanged(
@@ -327,6 +350,17 @@ def test_shards_are_whole_or_absent(tmp_path, monkeypatch):
     assert open_shard_folder(folder, "parquet") == {"a.jpg", "b.jpg"}  # the whole shard only
     assert [path.name for path in folder.iterdir()] == [path.name for path in writer.written]
     assert writer.rows == 2 and writer.failed == 1
+
+
+def test_parquet_shards_of_an_earlier_version_are_named_as_such(tmp_path):
+    import pyarrow.parquet as pq
+
+    table = encode_rows([replace(_row("a.jpg"), domain="general", detector="general-head")], "parquet")
+    assert table.to_pylist()[0]["domain"] == "general"
+    older = table.drop_columns(["domain", "detector"])  # as shards were written before rows had them
+    pq.write_table(older, tmp_path / "part-old-00000.parquet")
+    with pytest.raises(ShardFolderError, match=r"earlier version, without the column\(s\) domain, detector"):
+        open_shard_folder(tmp_path, "parquet")
 
 
 def test_output_folder_of_another_kind_is_refused(tmp_path):

@@ -125,7 +125,7 @@ def test_make_demo_scores_the_named_images(workspace):
     )
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.strip().splitlines()[-2:]
-    assert header.split() == ["verdict", "fake_score", "label", "source"]
+    assert header.split() == ["verdict", "fake_score", "domain", "label", "source"]
     assert row.split()[0] in ("real", "fake") and row.endswith("photo.jpg")
 
 
@@ -134,7 +134,9 @@ def test_make_demo_scores_the_project_made_examples_with_the_bundled_model():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     header_at = next(
-        i for i, line in enumerate(lines) if line.split() == ["verdict", "fake_score", "label", "source"]
+        i
+        for i, line in enumerate(lines)
+        if line.split() == ["verdict", "fake_score", "domain", "label", "source"]
     )
     rows = [line.split() for line in lines[header_at + 1 :]]
     names = sorted(Path(row[-1]).name for row in rows)
@@ -145,6 +147,7 @@ def test_make_demo_scores_the_project_made_examples_with_the_bundled_model():
             "astronaut-face-blended.jpg",
             "astronaut-face-retouched.jpg",
             "astronaut-face-small.jpg",
+            "rocket.jpg",
         ]
     )
     assert all(row[0] in ("real", "fake") and 0.0 <= float(row[1]) <= 1.0 for row in rows)

@@ -96,6 +96,20 @@ def mixed_run(tmp_path_factory, seed_checkpoint) -> SimpleNamespace:
     )
 
 
+@pytest.fixture(scope="module")
+def domain_run(tmp_path_factory, domain_checkpoint, varied_images) -> SimpleNamespace:
+    """A ``predict --report`` run of a checkpoint with a face and a general head (its probe sends the
+    images both ways) and a broken file, written as JSON Lines and as CSV."""
+    root = tmp_path_factory.mktemp("domain-run")
+    (root / "broken.jpg").write_bytes(b"not an image at all")
+    inputs = [*(str(path) for path in varied_images[:6]), str(root / "broken.jpg")]
+    results, flat, report = root / "results.jsonl", root / "results.csv", root / "report.html"
+    args = ["predict", *inputs, "--model", str(domain_checkpoint), "--quiet"]
+    assert main([*args, "--output", str(results), "--report", str(report)]) == 1  # the broken file
+    assert main([*args, "--output", str(flat)]) == 1
+    return SimpleNamespace(results=results, flat=flat, report=report, rows=load_result_rows(results))
+
+
 def expected_counts(rows: list[dict]) -> dict[str, int]:
     counts = {name: sum(row["verdict"] == name for row in rows) for name in ("fake", "uncertain", "real")}
     counts["error"] = sum(row["error"] is not None for row in rows)
@@ -210,6 +224,37 @@ def test_flattened_provenance_is_parsed_back_even_when_details_hold_the_separato
     # Flat columns can't tell "checked, nothing found" from "not checked": the summary says so.
     counts = compute_summary([generated, plain])["provenance"]
     assert counts["flat"] == 2 and counts["checked"] == 1 and counts["with_evidence"] == 1
+    # Written before rows carried a domain: read back without one, counted as scored without one.
+    assert "domain" not in generated and compute_summary([generated, plain])["domains"] == {
+        "counts": {},
+        "none": 2,
+    }
+
+
+def test_rows_cards_and_summary_carry_each_inputs_domain_and_head(domain_run, tmp_path):
+    scored = [row for row in domain_run.rows if row["error"] is None]
+    domains = [row["domain"] for row in scored]
+    assert set(domains) == {"face", "general"} and len(scored) == len(domain_run.rows) - 1
+    assert all(row["detector"] == f"{row['domain']}-head" for row in scored)
+    flat = {row["source"]: row for row in load_result_rows(domain_run.flat)}
+    for row in domain_run.rows:  # CSV text reads back as the JSON values, None for the error row
+        assert (flat[row["source"]]["domain"], flat[row["source"]]["detector"]) == (
+            row["domain"],
+            row["detector"],
+        )
+    data = page_data(domain_run.report)
+    assert data["summary"]["domains"] == {
+        "counts": {"face": domains.count("face"), "general": domains.count("general")},
+        "none": 0,
+    }
+    for card, row in zip(data["cards"], domain_run.rows, strict=True):
+        assert (card["domain"], card["detector"]) == (row["domain"], row["detector"])
+
+    # Rows of a run before domains (no such keys) still make a report: no domain on the card.
+    old = {key: value for key, value in scored[0].items() if key not in ("domain", "detector")}
+    (card,) = page_data(render_report([old], tmp_path / "old.html", thumbnails=False).path)["cards"]
+    assert (card["domain"], card["detector"]) == (None, None)
+    assert compute_summary([old])["domains"] == {"counts": {}, "none": 1}
 
 
 # ------------------------------------------------------------------ summary and settings
@@ -355,8 +400,9 @@ def test_a_videos_thumbnail_is_the_first_frame_its_row_scored_with_that_frames_f
                     "timestamp_s": 0.2,
                     "fake_score": 0.3,
                     "faces": [{"box": [1, 2, 30, 40], "fake_score": 0.3, "verdict": "real"}],
+                    "domain": "face",
                 },
-                {"index": 7, "timestamp_s": 0.7, "fake_score": 0.5, "faces": []},
+                {"index": 7, "timestamp_s": 0.7, "fake_score": 0.5, "faces": []},  # no domain: older
             ],
         }
     ]
@@ -365,7 +411,8 @@ def test_a_videos_thumbnail_is_the_first_frame_its_row_scored_with_that_frames_f
     assert card["faces"] == [
         {"box": [1, 2, 30, 40], "fake_score": 0.3, "verdict": "real", "detection_score": None}
     ]
-    assert card["video"]["timeline"] == [[0.2, 0.3], [0.7, 0.5]] and card["thumbnail"] == 0
+    # (time, score, domain) per frame: the detail chart names each frame's domain
+    assert card["video"]["timeline"] == [[0.2, 0.3, "face"], [0.7, 0.5, None]] and card["thumbnail"] == 0
 
 
 # ------------------------------------------------------------------ the page's file
@@ -612,6 +659,31 @@ def test_mixed_run_page_shows_the_counts_filters_and_runs_no_hostile_script(brow
     declared = [row["source"] for row in mixed_run.rows if (row.get("provenance") or {}).get("ai_declared")]
     assert shown(page) == declared == [generated["source"]]
     assert page.evaluate("window.pwned") is None
+    assert page.locator("#domain-filter").is_hidden()  # a checkpoint without domains: nothing to filter
+    assert page.alerts == [] and page.requests == []
+
+
+def test_cards_show_their_domain_and_the_domain_filter_picks_them(browser, domain_run):
+    page = browser
+    open_report(page, domain_run.report)
+    scored = [row for row in domain_run.rows if row["error"] is None]
+    options = page.locator("#filter-domain option").evaluate_all("options => options.map((o) => o.value)")
+    assert sorted(options) == ["any", "face", "general"]
+    counts = {domain: sum(row["domain"] == domain for row in scored) for domain in ("face", "general")}
+    run_table = page.locator("#run-table").inner_text()  # most frequent first
+    assert f"face {counts['face']}" in run_table and f"general image {counts['general']}" in run_table
+    for domain, words in (("face", "face"), ("general", "general image")):
+        page.locator("#filter-domain").select_option(domain)
+        expected = sorted(row["source"] for row in scored if row["domain"] == domain)
+        assert sorted(shown(page)) == expected
+        assert page.locator("#grid .card .chip-domain").all_inner_texts() == [words] * len(expected)
+    page.locator("#grid .card .more").first.click()
+    facts = page.locator("#details-body table.facts").first.inner_text()
+    assert "Judged as\tgeneral image" in facts and "scored by the general-head" in facts
+    page.locator("#details-close").click()
+    page.locator("#reset").click()
+    assert page.locator("#filter-domain").input_value() == "any"
+    assert sorted(shown(page)) == sorted(row["source"] for row in domain_run.rows)
     assert page.alerts == [] and page.requests == []
 
 

@@ -128,7 +128,17 @@ def test_predict_gives_the_librarys_records_for_each_upload(server, detector, va
     for record, prediction in zip(records, expected, strict=True):
         assert set(record) == {*Prediction.field_names(), "provenance", "error_code"}
         library = prediction.to_dict()
-        same = ("label", "verdict", "model", "revision", "error", "decided_by", "provenance")
+        same = (
+            "label",
+            "verdict",
+            "model",
+            "revision",
+            "error",
+            "decided_by",
+            "domain",
+            "detector",
+            "provenance",
+        )
         assert {key: record[key] for key in same} == {key: library[key] for key in same}
         assert record["fake_score"] == pytest.approx(library["fake_score"], abs=1e-6)
         assert record["error_code"] is None
@@ -217,6 +227,7 @@ def test_predict_with_faces_gives_the_librarys_face_records(server, detector, tm
     assert record["no_face"] is False and len(record["faces"]) == len(expected["faces"]) >= 1
     for face, library in zip(record["faces"], expected["faces"], strict=True):
         assert face["box"] == library["box"] and face["verdict"] == library["verdict"]
+        assert face["domain"] == library["domain"]
         assert face["fake_score"] == pytest.approx(library["fake_score"], abs=1e-6)
 
 
@@ -308,6 +319,40 @@ def test_video_is_scored_into_a_timeline_like_the_library(server, detector, face
     assert set(record) == set(expected)
 
 
+def test_every_answer_carries_the_domain_and_the_head_that_scored_it(
+    domain_checkpoint, varied_images, face_video
+):
+    from deepfake_detector.video.decode import FrameSampling
+
+    detector = Detector.from_pretrained(domain_checkpoint, device="cpu")
+    by_name = {path.name: path for path in varied_images}
+    paths = [by_name[name] for name in ("rgb.png", "palette.png", "grey.png", "la.png")]
+    expected = detector.predict(paths)
+    sampling = FrameSampling(num_frames=4)
+    clip = detector.predict_video(face_video, faces=False, sampling=sampling)
+    uploads = [(path.name, path.read_bytes(), "image/png") for path in paths]
+    with running_server(build_app(detector, ServeConfig(max_batch_wait_ms=5))) as url:
+        records = post_images(url, *uploads).json()["predictions"]
+        explained = httpx.post(
+            f"{url}/v1/explain", params={"format": "json"}, files={"image": uploads[1]}, timeout=60
+        )
+        overlay = httpx.post(f"{url}/v1/explain", files={"image": uploads[1]}, timeout=60)
+        video = httpx.post(
+            f"{url}/v1/predict/video",
+            files={"video": ("clip.mp4", face_video.read_bytes(), "video/mp4")},
+            data={"num_frames": "4", "faces": "false"},
+            timeout=120,
+        ).json()
+    assert {prediction.domain for prediction in expected} == {"face", "general"}  # both heads answer
+    for record, prediction in zip(records, expected, strict=True):
+        assert (record["domain"], record["detector"]) == (prediction.domain, prediction.detector)
+        assert record["detector"] == f"{record['domain']}-head"
+    assert explained.json()["explanation"]["domain"] == expected[1].domain
+    assert overlay.headers["x-domain"] == expected[1].domain
+    assert (video["domain"], video["detector"]) == (clip.domain, clip.detector) and clip.domain
+    assert [frame["domain"] for frame in video["frames"]] == [frame.domain for frame in clip.frames]
+
+
 def test_video_limits_and_bad_videos(server, tmp_path):
     pytest.importorskip("av", reason="the video extra is not installed")
     long_video = write_video(
@@ -363,6 +408,11 @@ def test_openapi_documents_every_route_its_upload_and_its_errors(server):
     assert predict["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ErrorResponse"
     )
+    schemas = spec["components"]["schemas"]
+    for name in ("PredictionRecord", "VideoPredictionRecord"):
+        assert {"domain", "detector"} <= set(schemas[name]["properties"]), name
+    for name in ("FaceRecord", "FrameRecord", "ExplanationRecord"):
+        assert "domain" in schemas[name]["properties"], name
     explain_200 = spec["paths"]["/v1/explain"]["post"]["responses"]["200"]["content"]
     assert {"image/png", "application/json"} <= set(explain_200)
     assert "securitySchemes" not in spec.get("components", {})  # this server has no key

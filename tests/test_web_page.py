@@ -68,6 +68,9 @@ def test_upload_shows_the_apis_verdict_score_faces_and_heatmap(server, page, fac
     assert bar == f"{expected['fake_score'] * 100:.1f}%"
     if use_faces:  # one box drawn per face the API found
         assert page.locator("#faces .face").count() == len(expected["faces"]) >= 1
+    domain = page.locator("#domain-text")  # one head: "model"; a face found is in the face domain
+    assert domain.get_attribute("data-domain") == (expected["domain"] or "")
+    assert domain.get_attribute("data-detector") == expected["detector"] == "model"
 
     heatmap = page.locator("#heatmap")
     sync_api.expect(heatmap).to_be_visible(timeout=60_000)
@@ -77,6 +80,34 @@ def test_upload_shows_the_apis_verdict_score_faces_and_heatmap(server, page, fac
     screenshot = tmp_path / "page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert Image.open(screenshot).size[0] >= 1000
+
+
+def test_the_domain_and_its_head_are_shown_beside_the_score(domain_checkpoint, varied_images, page):
+    by_name = {path.name: path for path in varied_images}
+    detector = Detector.from_pretrained(domain_checkpoint, device="cpu")
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    with running_server(build_app(detector, ServeConfig())) as url:
+        page.goto(url)
+        sync_api.expect(page.locator("#model-line")).to_contain_text("weights", timeout=30_000)
+        for name, shown in (("rgb.png", "general image (general-head)"), ("palette.png", "face (face-head)")):
+            page.set_input_files("#file-input", str(by_name[name]))
+            page.wait_for_selector("#verdict[data-state=done]", timeout=60_000)
+            expected = api_prediction(url, by_name[name], faces=page.locator("#find-faces").is_checked())
+            domain = page.locator("#domain-text")
+            assert domain.get_attribute("data-domain") == expected["domain"]
+            assert domain.get_attribute("data-detector") == expected["detector"]
+            assert domain.inner_text() == f"Judged as: {shown}"
+        # A domain the page has no words for is shown as the server named it, as text.
+        page.route(
+            "**/v1/predict",
+            lambda route: route.fulfill(
+                json={"predictions": [{**expected, "domain": hostile, "detector": f"{hostile}-head"}]}
+            ),
+        )
+        page.set_input_files("#file-input", str(by_name["rgb.png"]))
+        page.wait_for_selector("#verdict[data-state=done]", timeout=60_000)
+        assert page.locator("#domain-text").inner_text() == f"Judged as: {hostile} ({hostile}-head)"
+        assert page.locator("#domain-text img").count() == 0 and page.evaluate("window.__pwned") is None
 
 
 def test_dropped_files_and_bad_files_get_clear_answers(server, page):
@@ -101,6 +132,9 @@ def test_dropped_files_and_bad_files_get_clear_answers(server, page):
     page.wait_for_selector("#verdict[data-state=done]", timeout=60_000)
     assert page.locator("#verdict").get_attribute("data-verdict") in ("real", "uncertain", "fake")
     assert "dropped.jpg" in page.locator("#status").inner_text()
+    # No face in it and no domain probe in the checkpoint: the page says the model can't tell domains.
+    assert page.locator("#domain-text").get_attribute("data-domain") == ""
+    assert "no domain (model); this model can't tell" in page.locator("#domain-text").inner_text()
 
     drop("broken.jpg", b"this is not an image", "image/jpeg")
     page.wait_for_selector("#verdict[data-state=error]", state="attached", timeout=60_000)

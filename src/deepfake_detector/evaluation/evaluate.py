@@ -56,6 +56,8 @@ PREDICTION_COLUMNS = (
     "model_label",
     "error",
     "decided_by",
+    "domain",
+    "detector",
     "ai_declared",
 )
 ROBUSTNESS_COLUMNS = ("perturbation", "path", "label", "source", "fake_score", "predicted", "error")
@@ -225,6 +227,8 @@ def _score_rows(
                 "model_label": prediction.label,
                 "error": prediction.error,
                 "decided_by": prediction.decided_by,
+                "domain": prediction.domain,
+                "detector": prediction.detector,
                 "ai_declared": None if prediction.provenance is None else prediction.provenance.ai_declared,
                 "evidence": bool(prediction.provenance and prediction.provenance.evidence),
             }

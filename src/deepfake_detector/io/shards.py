@@ -21,7 +21,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from deepfake_detector.errors import DetectorError
-from deepfake_detector.io.writers import ResultWriter, csv_columns, flat_row, load_done_sources
+from deepfake_detector.io.writers import (
+    ResultWriter,
+    csv_columns,
+    flat_row,
+    load_done_sources,
+    missing_columns,
+)
 from deepfake_detector.optional import require
 from deepfake_detector.results import Prediction, VideoPrediction
 
@@ -38,6 +44,8 @@ _COLUMN_TYPES = {
     "revision": "string",
     "error": "string",
     "decided_by": "string",
+    "domain": "string",
+    "detector": "string",
     "ai_declared": "bool_",
     "provenance_evidence": "string",
     "num_faces": "int64",
@@ -131,7 +139,8 @@ def load_shard_sources(folder: str | os.PathLike, fmt: str, *, summary: bool = F
     """The sources held by the complete shards of one format in a folder (none when it is missing).
 
     Raises:
-        ShardFolderError: A Parquet shard's columns are not this job's, or a shard is not readable.
+        ShardFolderError: A Parquet shard's columns are not this job's (another face mode, an earlier
+            version), or a shard is not readable.
     """
     done: set[str] = set()
     for path in list_shards(folder, fmt):
@@ -148,6 +157,12 @@ def load_shard_sources(folder: str | os.PathLike, fmt: str, *, summary: bool = F
                 raise ShardFolderError(
                     f"{path}: written {'without' if summary else 'with'} face mode (--faces); rerun it the "
                     "same way, so the columns match, or choose another output folder"
+                )
+            older = missing_columns(names, summary)
+            if older:
+                raise ShardFolderError(
+                    f"{path}: written by an earlier version, without the column(s) {', '.join(older)}; "
+                    "choose another output folder (report still reads this one)"
                 )
             if names != csv_columns(summary):
                 raise ShardFolderError(f"{path}: columns {names} are not result columns; cannot resume")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -49,7 +50,7 @@ class ResultWriter:
         if fmt == "csv" and write_header:
             self._csv.writerow(csv_columns(summary))
         elif fmt == "table":
-            self.stream.write(f"{'verdict':<10} {'fake_score':>10}  {'label':<12} source\n")
+            self.stream.write(f"{'verdict':<10} {'fake_score':>10}  {'domain':<8} {'label':<12} source\n")
         elif fmt == "json":
             self.stream.write("[")
 
@@ -77,6 +78,15 @@ def csv_columns(summary: bool = False) -> list[str]:
     return Prediction.field_names() + list(PROVENANCE_COLUMNS) + (list(SUMMARY_FIELDS) if summary else [])
 
 
+def missing_columns(names: Sequence[str], summary: bool = False) -> list[str]:
+    """The result columns (`csv_columns`) that a file of an earlier version lacks: those left out of
+    ``names`` when the rest are today's, in today's order; empty when none is missing, or when
+    ``names`` are not result columns at all."""
+    expected = csv_columns(summary)
+    missing = [name for name in expected if name not in names]
+    return missing if missing and [name for name in expected if name in names] == list(names) else []
+
+
 def flat_row(prediction: Prediction | VideoPrediction, summary: bool = False) -> dict:
     """One row of flat columns (`csv_columns`), typed: what CSV files and Parquet shards hold.
 
@@ -90,11 +100,16 @@ def flat_row(prediction: Prediction | VideoPrediction, summary: bool = False) ->
 
 
 def _table_row(prediction: Prediction | VideoPrediction) -> str:
+    """One line of the table; the domain is "-" for a checkpoint that can't tell domains."""
     if prediction.error is not None:
-        return f"{'ERROR':<10} {'-':>10}  {'-':<12} {prediction.error}\n"
+        return f"{'ERROR':<10} {'-':>10}  {'-':<8} {'-':<12} {prediction.error}\n"
     score = f"{prediction.fake_score:>10.4f}"
+    domain = prediction.domain or "-"
     label = "(video)" if isinstance(prediction, VideoPrediction) else prediction.label
-    return f"{prediction.verdict:<10} {score}  {label:<12} {prediction.source}{_table_note(prediction)}\n"
+    return (
+        f"{prediction.verdict:<10} {score}  {domain:<8} {label:<12} {prediction.source}"
+        f"{_table_note(prediction)}\n"
+    )
 
 
 def _table_note(prediction: Prediction | VideoPrediction) -> str:
@@ -151,6 +166,12 @@ def load_done_sources(path: str | os.PathLike, fmt: str, *, summary: bool = Fals
     if rows[0] == csv_columns(not summary):
         wanted = "with" if rows[0] == csv_columns(True) else "without"
         raise ValueError(f"{path}: written {wanted} --faces; resume it the same way, so the columns match")
+    older = missing_columns(rows[0], summary)
+    if older:
+        raise ValueError(
+            f"{path}: written by an earlier version, without the column(s) {', '.join(older)}; write to a "
+            "new file (report still reads this one)"
+        )
     if rows[0] != csv_columns(summary):
         raise ValueError(f"{path}: CSV header {rows[0]} is not a results header; cannot resume")
     return {row[0] for row in rows[1:] if row}

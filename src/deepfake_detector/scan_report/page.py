@@ -186,6 +186,8 @@ def _entry(index: int, row: dict, base: Path | None, overlays: dict[str, Path]) 
         "model": _text(row.get("model")),
         "revision": _text(row.get("revision")),
         "decided_by": _text(row.get("decided_by")),
+        "domain": _text(row.get("domain")),  # None: the model can't tell domains, or rows predate them
+        "detector": _text(row.get("detector")),
         "provenance": _provenance(row.get("provenance")),
         "no_face": row.get("no_face"),
         "faces": None if video else _faces(row.get("faces")),
@@ -205,7 +207,12 @@ def _entry(index: int, row: dict, base: Path | None, overlays: dict[str, Path]) 
             "decode_problem": _text(row.get("decode_problem")),
             "aggregation": aggregation,
             "timeline": [
-                [_number(frame.get("timestamp_s")), _number(frame.get("fake_score"))] for frame in frames
+                [
+                    _number(frame.get("timestamp_s")),
+                    _number(frame.get("fake_score")),
+                    _text(frame.get("domain")),
+                ]
+                for frame in frames
             ],
         }
         frame_faces = {frame.get("index"): _faces(frame.get("faces")) for frame in frames}

@@ -9,6 +9,8 @@
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
   const VERDICTS = ["fake", "uncertain", "real"];
+  // The domains a checkpoint's domain probe tells apart, as the page words them (others as named).
+  const DOMAIN_NAMES = { face: "face", general: "general image" };
   const data = JSON.parse($("report-data").textContent);
   const thumbnails = JSON.parse($("report-thumbnails").textContent);
   const { cards, summary, meta } = data;
@@ -62,6 +64,9 @@
   }
 
   const verdictOf = (card) => card.verdict || "error";
+  const domainName = (domain) => DOMAIN_NAMES[domain] || domain;
+  // What the domain filter matches: the domain, "none" for a scored card without one, "error".
+  const domainOf = (card) => card.domain || (card.verdict ? "none" : "error");
   const isNumber = (value) => typeof value === "number" && Number.isFinite(value);
   const score3 = (value) => (isNumber(value) ? value.toFixed(3) : "–");
   const plural = (count, word) => `${count.toLocaleString()} ${word}${count === 1 ? "" : "s"}`;
@@ -198,6 +203,14 @@
       faces.face_mode ? `found and scored in ${plural(faces.face_mode, "input")}` : "not searched for (whole images)",
       faces.no_face ? `${plural(faces.no_face, "input")} without a face, scored whole` : null,
     );
+    const domains = Object.entries(summary.domains.counts);
+    if (domains.length) {
+      const parts = domains.map(([domain, count]) => `${domainName(domain)} ${count.toLocaleString()}`);
+      if (summary.domains.none) parts.push(`no domain ${summary.domains.none.toLocaleString()}`);
+      row(table, "Judged as", parts.join(" · "), "the domain the model's probe chose; each has its own head");
+    } else {
+      row(table, "Judged as", "no domains", "the model can't tell faces from general images, or the results predate domains");
+    }
     for (const entry of summary.video_settings) {
       const parts = Object.entries(entry.aggregation).map(([key, value]) => `${key} ${value}`);
       row(table, "Videos", parts.join(", "), summary.video_settings.length > 1 ? plural(entry.rows, "video") : null);
@@ -342,10 +355,10 @@
       label("0", { x: 2, y: y(0) });
       label("0 s", { x: left, y: height - 2, "text-anchor": "start" });
       label(`${end.toFixed(1)} s`, { x: width - right, y: height - 2, "text-anchor": "end" });
-      for (const [t, s] of usable) {
+      for (const [t, s, domain] of usable) {
         const verdict = thresholds ? (s >= thresholds.fake ? "fake" : s < thresholds.real ? "real" : "uncertain") : "unknown";
         const dot = svgElement("circle", { cx: x(t), cy: y(s), r: 3.5 }, `spark-point hist-${verdict}`);
-        svg.append(svgTitle(dot, `${t.toFixed(2)} s: fake score ${s.toFixed(3)}`));
+        svg.append(svgTitle(dot, `${t.toFixed(2)} s: fake score ${s.toFixed(3)}${domain ? `, judged as ${domainName(domain)}` : ""}`));
       }
     }
     svg.setAttribute("aria-label", `fake score of ${usable.length} frames over ${end.toFixed(1)} s`);
@@ -369,6 +382,7 @@
     article.dataset.index = String(card.index);
     article.dataset.verdict = verdict;
     article.dataset.kind = card.kind;
+    article.dataset.domain = domainOf(card);
     article.append(buildPicture(card));
     const body = make("div", "body");
     const name = make("div", "name", card.name);
@@ -381,6 +395,11 @@
     const line = make("div", "verdict-line");
     line.append(make("span", `verdict ${verdict}`, verdict.toUpperCase()));
     if (isNumber(card.fake_score)) line.append(make("span", "score", score3(card.fake_score)));
+    if (card.domain) {
+      const chip = make("span", "chip chip-domain", domainName(card.domain));
+      chip.title = `judged as ${domainName(card.domain)}${card.detector ? ` by the ${card.detector}` : ""}`;
+      line.append(chip);
+    }
     if (card.no_face === true) line.append(make("span", "chip", "no face"));
     body.append(line);
     if (verdict !== "error") body.append(scoreBar(card));
@@ -435,6 +454,11 @@
     row(facts, "Fake score", score3(card.fake_score), `threshold: ${describeThresholds()}`);
     if (card.label) row(facts, "Model label", card.label);
     if (card.decided_by) row(facts, "Decided by", card.decided_by);
+    if (card.domain) {
+      row(facts, "Judged as", domainName(card.domain), card.detector ? `scored by the ${card.detector}` : null);
+    } else if (card.verdict) {
+      row(facts, "Judged as", "no domain", "the model can't tell faces from general images, or the results predate domains");
+    }
     row(facts, "Model", card.model + (card.revision ? ` @ ${card.revision}` : ""));
     if (Array.isArray(card.faces)) {
       const listed = card.faces.map((face, k) => `face ${k + 1}: fake score ${score3(face.fake_score)} (${face.verdict}), box ${JSON.stringify(face.box)}`);
@@ -507,6 +531,7 @@
       provenance: $("filter-provenance").value,
       errorsOnly: $("errors-only").checked,
       kind: $("filter-kind").value,
+      domain: $("filter-domain").value,
       search: $("search").value.trim().toLowerCase(),
       sort: $("sort").value,
     };
@@ -517,6 +542,7 @@
     if (state.errorsOnly && verdict !== "error") return false;
     if (!state.verdicts.has(verdict)) return false;
     if (state.kind !== "any" && card.kind !== state.kind) return false;
+    if (state.domain !== "any" && domainOf(card) !== state.domain) return false;
     if (state.min > 0 || state.max < 1) {
       if (!isNumber(card.fake_score) || card.fake_score < state.min || card.fake_score > state.max) return false;
     }
@@ -583,8 +609,26 @@
     $("score-max").value = "1";
     $("filter-provenance").value = "any";
     $("filter-kind").value = "any";
+    $("filter-domain").value = "any";
     $("search").value = "";
     applyFilters();
+  }
+
+  // One option per domain the rows have, with its count; hidden when no row has one.
+  function renderDomainFilter() {
+    const select = $("filter-domain");
+    const domains = Object.entries(summary.domains.counts);
+    for (const [domain, count] of domains) {
+      const option = make("option", "", `${domainName(domain)} (${count.toLocaleString()})`);
+      option.value = domain;
+      select.append(option);
+    }
+    if (summary.domains.none) {
+      const option = make("option", "", `no domain (${summary.domains.none.toLocaleString()})`);
+      option.value = "none";
+      select.append(option);
+    }
+    $("domain-filter").hidden = domains.length === 0;
   }
 
   // ---------------------------------------------------------------- the virtual grid
@@ -639,7 +683,8 @@
     renderHistogram();
     renderRunTable();
     renderProvenanceTable();
-    for (const id of ["filter-fake", "filter-uncertain", "filter-real", "filter-error", "errors-only", "filter-provenance", "filter-kind", "sort"]) {
+    renderDomainFilter();
+    for (const id of ["filter-fake", "filter-uncertain", "filter-real", "filter-error", "errors-only", "filter-provenance", "filter-kind", "filter-domain", "sort"]) {
       $(id).addEventListener("change", applyFilters);
     }
     for (const id of ["score-min", "score-max", "search"]) $(id).addEventListener("input", applyFilters);

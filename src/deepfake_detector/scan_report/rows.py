@@ -4,7 +4,9 @@ A results file is JSON Lines (``--format jsonl``, also the rows ``explain --form
 JSON array (``--format json``), CSV (``--format csv``), or a folder of shards written by ``predict
 --ray`` (Parquet or JSON Lines, `deepfake_detector.io.shards`). Every row comes back as the dict
 ``Prediction.to_dict()`` / ``VideoPrediction.to_dict()`` makes; flat rows (CSV, Parquet) come back
-typed, with their flattened provenance evidence parsed into the nested form JSON rows carry.
+typed, with their flattened provenance evidence parsed into the nested form JSON rows carry. Rows of
+earlier versions lack the keys added since (``domain`` and ``detector``, say): readers take each with
+``row.get``, so a missing one reads as None, as in a row that has it empty.
 """
 
 from __future__ import annotations

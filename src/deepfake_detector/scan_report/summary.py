@@ -1,5 +1,6 @@
 """The figures on top of a scan report, computed once from the rows: counts per verdict, errors, the
-histogram of fake scores, the models that scored them, and what the provenance checks found."""
+histogram of fake scores, the models that scored them, what the models saw (their domains), and what
+the provenance checks found."""
 
 from __future__ import annotations
 
@@ -19,14 +20,17 @@ def compute_summary(rows: list[dict]) -> dict:
         ``counts`` (total, each verdict, error, image, video), ``histogram`` (``HISTOGRAM_BINS`` equal
         bins of the fake score over [0, 1], counted per verdict), ``models`` (each model and revision
         with its row count), ``faces`` (rows scored in face mode, and those without a face),
-        ``video_settings`` (each video sampling and aggregation with its row count) and
-        ``provenance`` (see `compute_provenance_counts`).
+        ``domains`` (scored rows per domain, most first, and ``none``: scored rows without one, from a
+        checkpoint that can't tell domains or a run before rows carried them), ``video_settings``
+        (each video sampling and aggregation with its row count) and ``provenance`` (see
+        `compute_provenance_counts`).
     """
     counts = Counter({name: 0 for name in (*VERDICTS, "error", "image", "video")})
     histogram = {verdict: [0] * HISTOGRAM_BINS for verdict in VERDICTS}
     models: Counter = Counter()
     aggregations: Counter = Counter()
-    face_mode = no_face = 0
+    domains: Counter = Counter()
+    face_mode = no_face = no_domain = 0
     for row in rows:
         models[(row.get("model"), row.get("revision"))] += 1
         face_mode += row.get("no_face") is not None  # set exactly when faces were searched for
@@ -38,6 +42,10 @@ def compute_summary(rows: list[dict]) -> dict:
             counts["error"] += 1
             continue
         counts[row["verdict"]] += 1
+        if isinstance(row.get("domain"), str):
+            domains[row["domain"]] += 1
+        else:
+            no_domain += 1
         score = row.get("fake_score")
         if isinstance(score, (int, float)) and math.isfinite(score):
             histogram[row["verdict"]][histogram_bin(score)] += 1
@@ -49,6 +57,7 @@ def compute_summary(rows: list[dict]) -> dict:
             for (model, revision), number in models.most_common()
         ],
         "faces": {"face_mode": face_mode, "no_face": no_face},
+        "domains": {"counts": dict(domains.most_common()), "none": no_domain},
         "video_settings": [
             {"aggregation": json.loads(text), "rows": number} for text, number in aggregations.most_common()
         ],

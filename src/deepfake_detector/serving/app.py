@@ -232,8 +232,9 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
         response_model_exclude_unset=True,  # `no_face` and `faces` only in face mode, as to_dict() has
         summary="Heatmap of where the model sees the fake",
         description="Answers the heatmap drawn over the image as a PNG (verdict and score in the "
-        "X-Verdict and X-Fake-Score headers), or with `format=json` the explanation record and the "
-        "PNG in base64. ViT and convolutional (ResNet, ConvNeXt, RegNet) checkpoints.",
+        "X-Verdict and X-Fake-Score headers, the domain in X-Domain for a checkpoint with domains), or "
+        "with `format=json` the explanation record and the PNG in base64. ViT and convolutional "
+        "(ResNet, ConvNeXt, RegNet) checkpoints.",
         responses={
             200: {
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
@@ -281,6 +282,8 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
                 "overlay_png_base64": base64.b64encode(png).decode("ascii"),
             }
         headers = {"X-Verdict": str(explanation.verdict), "X-Fake-Score": repr(explanation.fake_score)}
+        if explanation.domain is not None:
+            headers["X-Domain"] = explanation.domain
         return Response(content=png, media_type="image/png", headers=headers)
 
     @api.get(

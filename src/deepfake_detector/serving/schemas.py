@@ -26,6 +26,19 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+_DOMAIN = Field(
+    default=None,
+    description="What the model saw: 'face' (a face the face head can judge) or 'general' (anything "
+    "else), as the checkpoint's domain probe decided (a face found in face mode is a face whatever the "
+    "checkpoint); null when the checkpoint can't tell domains.",
+)
+_DETECTOR = Field(
+    default=None,
+    description="Which head gave fake_score: 'face-head', 'general-head', or 'model' for a checkpoint "
+    "with one head for everything; null for errors.",
+)
+
+
 class FaceRecord(BaseModel):
     """`FaceScore.to_dict()`: one face found and scored."""
 
@@ -39,6 +52,7 @@ class FaceRecord(BaseModel):
     label: str
     fake_score: float = Field(ge=0.0, le=1.0)
     verdict: Verdict
+    domain: str | None = _DOMAIN
 
 
 class FindingRecord(BaseModel):
@@ -105,6 +119,8 @@ class PredictionRecord(BaseModel):
         default=None, description="With faces=true: every face, largest first."
     )
     decided_by: Literal["model", "provenance"] | None = _DECIDED_BY
+    domain: str | None = _DOMAIN
+    detector: str | None = _DETECTOR
     provenance: ProvenanceRecordSchema | None = _PROVENANCE
 
 
@@ -120,6 +136,9 @@ class FrameRecord(BaseModel):
     index: int = Field(description="Position among the decoded frames (0-based).")
     timestamp_s: float
     fake_score: float = Field(ge=0.0, le=1.0)
+    domain: str | None = Field(
+        default=None, description="The frame's domain (of its deciding face, or of the whole frame)."
+    )
     no_face: bool | None = None
     faces: list[FaceRecord] | None = None
 
@@ -147,6 +166,12 @@ class VideoPredictionRecord(BaseModel):
     decode_problem: str | None
     frames: list[FrameRecord]
     decided_by: Literal["model", "provenance"] | None = _DECIDED_BY
+    domain: str | None = Field(
+        default=None,
+        description="The clip's domain: that of most of the frames that decided its score (faces win "
+        "a tie); null when the checkpoint can't tell domains.",
+    )
+    detector: str | None = _DETECTOR
     provenance: ProvenanceRecordSchema | None = _PROVENANCE
 
 
@@ -165,6 +190,7 @@ class ExplanationRecord(BaseModel):
     model: str
     revision: str | None
     error: str | None
+    domain: str | None = _DOMAIN
     no_face: bool | None = Field(
         default=None, description="With faces: no face was found (the whole image was explained)."
     )

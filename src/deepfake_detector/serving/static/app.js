@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "deepfake-detector-api-key";
 let model = null; // GET /v1/model, for the thresholds
+// The domains a checkpoint's domain probe tells apart, as the page words them (others as named).
+const DOMAIN_NAMES = { face: "face", general: "general image" };
 
 function apiHeaders() {
   const key = sessionStorage.getItem(KEY_STORAGE);
@@ -63,6 +65,9 @@ function resetResult() {
   $("verdict").dataset.state = "pending";
   $("verdict").removeAttribute("data-verdict");
   $("verdict").removeAttribute("data-fake-score");
+  $("domain-text").textContent = "";
+  $("domain-text").removeAttribute("data-domain");
+  $("domain-text").removeAttribute("data-detector");
 }
 
 function showVerdict(record) {
@@ -81,6 +86,7 @@ function showVerdict(record) {
     `Fake score ${record.fake_score.toFixed(3)}` +
     (rule ? ` (${rule})` : "") +
     (record.label ? ` · model label “${record.label}”` : "");
+  showDomain(record);
   $("score-fill").style.width = `${(record.fake_score * 100).toFixed(1)}%`;
   $("score-fill").className = `fill-${record.verdict}`;
   if (thresholds) {
@@ -91,6 +97,25 @@ function showVerdict(record) {
   showProvenance(record);
   $("answer").hidden = false;
   verdict.dataset.state = "done";
+}
+
+// What the model saw (the domain its probe chose) and which head scored it; a checkpoint without a
+// domain probe scores everything with one head and says so.
+function showDomain(record) {
+  const line = $("domain-text");
+  line.dataset.domain = record.domain || "";
+  line.dataset.detector = record.detector || "";
+  const detector = record.detector ? ` (${record.detector})` : "";
+  line.textContent = record.domain
+    ? `Judged as: ${DOMAIN_NAMES[record.domain] || record.domain}${detector}`
+    : `Judged as: no domain${detector}; this model can't tell faces from general images, one head scores all`;
+}
+
+function describeFrameDomains(frames) {
+  const counts = new Map();
+  for (const frame of frames) if (frame.domain) counts.set(frame.domain, (counts.get(frame.domain) || 0) + 1);
+  const parts = [...counts].map(([domain, count]) => `${DOMAIN_NAMES[domain] || domain} in ${count}`);
+  return parts.length ? `; judged as ${parts.join(", ")} frames` : "";
 }
 
 // What the file declares about its origin (C2PA, metadata, watermark), beside the model's score.
@@ -147,7 +172,7 @@ function describeFaces(record) {
   return `; ${record.faces.length} face${record.faces.length > 1 ? "s" : ""} found, the most-fake one decides`;
 }
 
-// A per-frame timeline, when the video API returns one: [{timestamp_s, fake_score}].
+// A per-frame timeline, when the video API returns one: [{timestamp_s, fake_score, domain}].
 function showTimeline(frames) {
   if (!Array.isArray(frames) || frames.length === 0) return;
   const svg = $("timeline-chart");
@@ -168,7 +193,8 @@ function showTimeline(frames) {
   const highest = Math.max(...frames.map((frame) => frame.fake_score));
   $("timeline-caption").textContent =
     `${frames.length} frames from 0 to ${end.toFixed(1)} s (left to right); score 0 at the bottom, 1 at the top; ` +
-    `highest ${highest.toFixed(3)}` + (model ? `; dashed line: fake threshold ${model.thresholds.fake}` : "");
+    `highest ${highest.toFixed(3)}` + describeFrameDomains(frames) +
+    (model ? `; dashed line: fake threshold ${model.thresholds.fake}` : "");
   $("timeline").hidden = false;
 }
 
