@@ -30,6 +30,16 @@ def run(args: argparse.Namespace) -> int:
         f"roles:        real = {', '.join(info['roles']['real'])}; fake = {', '.join(info['roles']['fake'])}",
         f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}"
         f" (temperature {info['temperature']})",
+        *(
+            f"  {name + ':':<11} real < {rule['real']}, fake >= {rule['fake']}"
+            for name, rule in (info.get("domain_thresholds") or {}).items()
+        ),
+        "domains:      "
+        + (
+            f"{', '.join(info['domains'])}, a head each, chosen per image by a domain probe"
+            if info.get("domains")
+            else "none (one head scores every image)"
+        ),
         f"input size:   {_format_size(pre.get('size'))}"
         + (f", centre crop {_format_size(pre['crop_size'])}" if pre.get("do_center_crop") else ""),
         f"normalise:    rescale {pre.get('rescale_factor')}, mean {_format_floats(pre.get('image_mean'))}, "

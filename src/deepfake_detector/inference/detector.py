@@ -82,6 +82,10 @@ class ModelInfo:
     engine: str = "torch"
     precision: str = "fp32"
     faces: dict | None = None
+    # Models with domains: the domains (face first) and each one's thresholds, which decide verdicts
+    # in that domain instead of ``thresholds``.
+    domains: list[str] | None = None
+    domain_thresholds: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict:
         # Every field, in declaration order; JSON keys are strings, so the label ids become strings.
@@ -319,6 +323,11 @@ class Detector:
             engine=self.engine.name,
             precision=self.engine.precision,
             faces=None if self.face_options is None else self.face_options.to_config(),
+            domains=list(self.domains) if self.domains else None,
+            domain_thresholds={
+                name: thresholds.to_dict() for name, thresholds in self.calibration.domain_thresholds.items()
+            }
+            or None,
         )
 
     def describe_scoring(self) -> dict:

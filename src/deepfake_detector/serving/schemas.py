@@ -233,6 +233,16 @@ class ModelResponse(BaseModel):
         description="The face crops the checkpoint was trained on (detector, margin_ratio): face mode is "
         "then the default of predict and explain; null: whole images.",
     )
+    domains: list[str] | None = Field(
+        default=None,
+        description="The domains the model tells apart (face first), each with its own head; null: one "
+        "head for every image.",
+    )
+    domain_thresholds: dict[str, Thresholds] | None = Field(
+        default=None,
+        description="Each domain's thresholds, which decide the verdicts of its images instead of "
+        "`thresholds`; null when the model has no domains or a caller's threshold replaced them.",
+    )
     features: dict[str, bool] = Field(description="Which of explain, faces and video this server can do.")
     limits: dict = Field(description="The server's limits (bytes, pixels, images, seconds).")
 
