@@ -86,6 +86,28 @@ def domain_checkpoint(tmp_path_factory) -> Path:
     return build_tiny_detector(folder / "backbone", folder / "detector", domains=["face", "general"])
 
 
+@pytest.fixture(scope="session")
+def calibrated_domain_checkpoint(domain_checkpoint) -> Path:
+    """`domain_checkpoint`'s weights (the same images go to the same domain) storing each domain's own
+    thresholds, far apart and with calibration's 16 digits, so that a surface which applies or shows
+    the wrong domain's rule, or the pooled one (0.5), is seen: faces fake at or above 0.1235 and
+    general images real below 0.3, fake at or above 0.9543."""
+    from tests.test_clip_backbone import build_tiny_detector
+
+    calibration = {
+        "temperature": 1.0,
+        "thresholds": {"real": 0.5, "fake": 0.5},
+        "domains": {
+            "face": {"thresholds": {"real": 0.12345678901234, "fake": 0.12345678901234}},
+            "general": {"thresholds": {"real": 0.3, "fake": 0.95432109876543}},
+        },
+    }
+    folder = domain_checkpoint.parent
+    return build_tiny_detector(
+        folder / "backbone", folder / "calibrated", domains=["face", "general"], calibration=calibration
+    )
+
+
 def _texture(height: int, width: int, seed: int) -> np.ndarray:
     """A smooth colour pattern plus noise, so resizing and rotation change what the model sees."""
     rng = np.random.default_rng(seed)

@@ -32,7 +32,7 @@ from deepfake_detector.scan_report import (
 from deepfake_detector.scan_report.rows import parse_evidence
 from deepfake_detector.scan_report.summary import is_video_row
 from deepfake_detector.scan_report.thumbnails import load_image_thumbnail, load_video_thumbnail
-from deepfake_detector.scoring import Thresholds
+from deepfake_detector.scoring import Calibration, Thresholds
 
 from .browser import chromium_page
 from .conftest import jpeg_bytes
@@ -108,6 +108,30 @@ def domain_run(tmp_path_factory, domain_checkpoint, varied_images) -> SimpleName
     assert main([*args, "--output", str(results), "--report", str(report)]) == 1  # the broken file
     assert main([*args, "--output", str(flat)]) == 1
     return SimpleNamespace(results=results, flat=flat, report=report, rows=load_result_rows(results))
+
+
+@pytest.fixture(scope="module")
+def calibrated_domain_run(tmp_path_factory, calibrated_domain_checkpoint, varied_images) -> SimpleNamespace:
+    """``predict --report`` runs of a checkpoint whose face and general thresholds are far apart (faces
+    fake at or above 0.1235; general images real below 0.3, fake at or above 0.9543): one with its own
+    thresholds, one with ``--threshold 0.5``."""
+    root = tmp_path_factory.mktemp("calibrated-domain-run")
+    args = [
+        "predict",
+        *(str(path) for path in varied_images[:6]),
+        "--model",
+        str(calibrated_domain_checkpoint),
+    ]
+    runs = {}
+    for name, flags in (("own", []), ("fixed", ["--threshold", "0.5"])):
+        results, report = root / f"{name}.jsonl", root / f"{name}.html"
+        assert main([*args, *flags, "--output", str(results), "--report", str(report), "--quiet"]) == 0
+        runs[name] = SimpleNamespace(results=results, report=report, rows=load_result_rows(results))
+    stored = json.loads((calibrated_domain_checkpoint / "config.json").read_text())["deepfake_detector"]
+    rules = {
+        domain: Thresholds.from_config(entry["thresholds"]) for domain, entry in stored["domains"].items()
+    }
+    return SimpleNamespace(**runs, rules=rules)
 
 
 def expected_counts(rows: list[dict]) -> dict[str, int]:
@@ -351,6 +375,42 @@ def test_thresholds_come_from_the_run_or_the_checkpoint_only_when_every_verdict_
     assert mixed.thresholds is None and "other thresholds" in mixed.thresholds_source
     hub = resolve_run_settings([{**at_half[0], "model": "someone/not-cached-anywhere"}])
     assert hub.thresholds is None and "can't be found" in hub.thresholds_source
+
+
+def test_a_domain_models_rows_are_checked_against_their_own_domains_thresholds(calibrated_domain_run):
+    from deepfake_detector.scoring import compute_verdict
+
+    rules = calibrated_domain_run.rules
+    rows = calibrated_domain_run.own.rows
+    assert {row["domain"] for row in rows} == {"face", "general"}
+    for row in rows:
+        assert row["verdict"] == compute_verdict(row["fake_score"], rules[row["domain"]])
+    # One pooled rule would disagree with some verdicts: what made such a run's thresholds "unknown".
+    assert any(compute_verdict(row["fake_score"], Thresholds()) != row["verdict"] for row in rows)
+    by_domain = {domain: rule.to_dict() for domain, rule in rules.items()}
+
+    # predict --report: the detector's rules, every domain's.
+    settings = page_data(calibrated_domain_run.own.report)["summary"]["settings"]
+    assert settings["domain_thresholds"] == by_domain and settings["thresholds"] == Thresholds().to_dict()
+    # Later, from the file: read from the checkpoint's config, and every verdict agrees with its domain's.
+    later = resolve_run_settings(rows)
+    assert later.domain_thresholds == rules and later.thresholds == Thresholds()
+    assert later.thresholds_source.endswith("config.json; every verdict agrees") and later.engine is None
+
+    # With --threshold, one rule decided every row: the run says so, and the file read later
+    # disagrees with the stored rules, naming them and bounding the threshold per domain.
+    fixed = calibrated_domain_run.fixed
+    settings = page_data(fixed.report)["summary"]["settings"]
+    assert settings["thresholds"] == Thresholds().to_dict() and settings["domain_thresholds"] is None
+    later = resolve_run_settings(fixed.rows)
+    assert later.thresholds is None and not later.domain_thresholds
+    assert "disagree" in later.thresholds_source and "--threshold" in later.thresholds_source
+    assert "face: fake at or above 0.123457; general: real below 0.3" in later.thresholds_source
+    assert "; general: the verdicts put the fake threshold above" in later.thresholds_source
+    # Rows without a domain (a model without domains, or rows before them) keep the pooled rule.
+    old = [{key: value for key, value in row.items() if key != "domain"} for row in fixed.rows]
+    pooled = RunSettings.from_calibration(Calibration(domain_thresholds=rules), "the run")
+    assert resolve_run_settings(old, pooled) == pooled
 
 
 # ------------------------------------------------------------------ thumbnails
@@ -684,6 +744,52 @@ def test_cards_show_their_domain_and_the_domain_filter_picks_them(browser, domai
     page.locator("#reset").click()
     assert page.locator("#filter-domain").input_value() == "any"
     assert sorted(shown(page)) == sorted(row["source"] for row in domain_run.rows)
+    assert page.alerts == [] and page.requests == []
+
+
+def test_a_domain_models_page_shows_each_domains_thresholds(browser, calibrated_domain_run):
+    page = browser
+    open_report(page, calibrated_domain_run.own.report)
+    run_table = page.locator("#run-table").inner_text()
+    assert "Thresholds\tfaces: fake at or above 0.1235\ngeneral images: real below 0.3" in run_table
+    assert "uncertain between, fake at or above 0.9543" in run_table and "disagree" not in run_table
+    assert "other rows" not in run_table  # every row has a domain with its own rule
+    # One dashed line per threshold, each domain's labelled once, at its fake threshold.
+    lines = page.locator("#histogram .hist-threshold")
+    assert lines.evaluate_all("lines => lines.map((line) => line.dataset.domain)") == [
+        "face",
+        "general",
+        "general",
+    ]
+    labels = page.locator("#histogram .hist-threshold-label").all_text_contents()
+    assert labels == ["face", "general image"]
+    caption = page.locator("#histogram-caption").inner_text()
+    assert (
+        "each domain's thresholds (faces: fake at or above 0.1235; general images: real below 0.3" in caption
+    )
+    # A card's bar and details show its own domain's rule.
+    page.locator("#filter-domain").select_option("face")
+    bar = page.locator("#grid .card .bar").first
+    assert bar.locator(".marker").count() == 1
+    assert bar.get_attribute("title").endswith("fake at or above 0.1235 (faces' threshold)")
+    page.locator("#filter-domain").select_option("general")
+    assert page.locator("#grid .card .bar").first.locator(".marker").count() == 2
+    page.locator("#grid .card .more").first.click()
+    facts = page.locator("#details-body table.facts").first.inner_text()
+    assert (
+        "threshold: real below 0.3, uncertain between, fake at or above 0.9543 (general images' threshold)"
+        in facts
+    )
+    page.locator("#details-close").click()
+
+    # The run with --threshold: one rule, unlabelled, as for a model without domains.
+    open_report(page, calibrated_domain_run.fixed.report)
+    assert (
+        "Threshold\tfake at or above 0.5\nthe detector that scored these rows"
+        in page.locator("#run-table").inner_text()
+    )
+    assert page.locator("#histogram .hist-threshold").count() == 1
+    assert page.locator("#histogram .hist-threshold-label").count() == 0
     assert page.alerts == [] and page.requests == []
 
 

@@ -110,6 +110,53 @@ def test_the_domain_and_its_head_are_shown_beside_the_score(domain_checkpoint, v
         assert page.locator("#domain-text img").count() == 0 and page.evaluate("window.__pwned") is None
 
 
+def test_the_rule_shown_is_the_one_of_the_results_domain(
+    calibrated_domain_checkpoint, varied_images, page, tmp_path
+):
+    # Faces fake at or above 0.1235, general images real below 0.3 and fake at or above 0.9543: the
+    # page shows each image its own domain's rule, to 3 significant digits, and says whose it is.
+    shown = {
+        "face": "fake at or above 0.123, faces' threshold",
+        "general": "real below 0.3, fake at or above 0.954, general images' threshold",
+    }
+    by_name = {path.name: path for path in varied_images}
+    detector = Detector.from_pretrained(calibrated_domain_checkpoint, device="cpu")
+    with running_server(build_app(detector, ServeConfig())) as url:
+        rules = httpx.get(f"{url}/v1/model", timeout=30).json()["domain_thresholds"]
+        assert rules["face"]["fake"] == 0.12345678901234  # full precision in the JSON
+        page.goto(url)
+        sync_api.expect(page.locator("#model-line")).to_contain_text("weights", timeout=30_000)
+        seen = set()
+        for name in ("rgb.png", "palette.png"):
+            page.set_input_files("#file-input", str(by_name[name]))
+            page.wait_for_selector("#verdict[data-state=done]", timeout=60_000)
+            expected = api_prediction(url, by_name[name], faces=page.locator("#find-faces").is_checked())
+            domain, rule = expected["domain"], rules[expected["domain"]]
+            seen.add(domain)
+            score_text = page.locator("#score-text")
+            assert f"Fake score {expected['fake_score']:.3f} ({shown[domain]})" in score_text.inner_text()
+            assert score_text.get_attribute("data-rule-domain") == domain
+            left = page.locator("#threshold-fake").evaluate("marker => parseFloat(marker.style.left)")
+            assert left == pytest.approx(rule["fake"] * 100, abs=1e-3)  # CSS keeps 6 digits
+            assert page.locator("#threshold-real").is_hidden() == (rule["real"] == rule["fake"])
+        assert seen == {"face", "general"}
+
+        # A video's dashed line is the fake threshold of its clip's domain.
+        pytest.importorskip("av", reason="the video extra is not installed")
+        frames = [picture_with_faces(160, 120, [(30, 20, 80)], seed=index)[0] for index in range(4)]
+        video = write_video(tmp_path / "clip.mp4", frames, fps=10)
+        page.set_input_files("#file-input", str(video))
+        page.wait_for_selector("#timeline:not([hidden])", timeout=60_000)
+        faces = "true" if page.locator("#find-faces").is_checked() else "false"
+        files = {"video": ("clip.mp4", video.read_bytes(), "video/mp4")}
+        clip = httpx.post(f"{url}/v1/predict/video", files=files, data={"faces": faces}, timeout=120).json()
+        fake = rules[clip["domain"]]["fake"]
+        line = page.locator("#timeline-chart line.timeline-threshold")
+        assert float(line.get_attribute("y1")) == pytest.approx(120 - fake * 120)
+        dashed = {"face": "faces' fake threshold 0.123", "general": "general images' fake threshold 0.954"}
+        assert f"dashed line: the {dashed[clip['domain']]}" in page.locator("#timeline-caption").inner_text()
+
+
 def test_dropped_files_and_bad_files_get_clear_answers(server, page):
     page.goto(server)
     sync_api.expect(page.locator("#model-line")).to_contain_text("weights", timeout=30_000)

@@ -16,8 +16,9 @@ from deepfake_detector.cli.common import non_negative_int, positive_int
 DESCRIPTION = (
     "Write one self-contained HTML page (inline style and script, thumbnails embedded; it opens offline) "
     "of results that predict already wrote: counts per verdict, a histogram of fake scores with the "
-    "threshold, the model that scored them, provenance findings, and one card per input with its "
-    "thumbnail, faces, score, evidence, error or per-frame timeline, sorted and filtered in the page. "
+    "thresholds (each domain's, for a model with domains), the model that scored them, provenance "
+    "findings, and one card per input with its thumbnail, faces, score, evidence, error or per-frame "
+    "timeline, sorted and filtered in the page. "
     "Thumbnails are read from the files the rows name; nothing is scored again."
 )
 

@@ -2,10 +2,10 @@
 
 `load_result_rows` reads what ``predict`` wrote (JSON Lines, JSON, CSV, or a folder of Ray shards);
 `render_report` writes the page: a summary (counts per verdict, errors, a histogram of fake scores with
-the threshold, the model and settings that scored them, what provenance checks found) over one card per
-input (thumbnail with its faces boxed, verdict, score bar, provenance evidence, error, a video's
-per-frame timeline, and explain's heatmap when there is one), sorted and filtered in the page.
-Nothing is scored again.
+the thresholds, each domain's for a model with domains, the model and settings that scored them, what
+provenance checks found) over one card per input (thumbnail with its faces boxed, verdict, score bar,
+provenance evidence, error, a video's per-frame timeline, and explain's heatmap when there is one),
+sorted and filtered in the page. Nothing is scored again.
 """
 
 from deepfake_detector.scan_report.page import ScanReport, render_report

@@ -86,7 +86,8 @@ def render_report(
             `load_result_rows`).
         path: The HTML file to write (its folder must exist).
         settings: How the rows were scored, when the caller knows (``predict --report``); else the
-            checkpoint's stored thresholds are used where every verdict agrees (`resolve_run_settings`).
+            checkpoint's stored thresholds (each domain's, for a model with domains) are used where
+            every verdict agrees with its row's rule (`resolve_run_settings`).
         results_path: The results file or shard folder the rows come from: named on the page, and the
             second place relative sources are looked for.
         overlays: Heatmap overlays by source (`load_overlay_paths`); rows of ``explain`` name theirs.

@@ -15,7 +15,9 @@
   const thumbnails = JSON.parse($("report-thumbnails").textContent);
   const { cards, summary, meta } = data;
   const settings = summary.settings;
-  const thresholds = settings.thresholds; // null when unknown
+  const thresholds = settings.thresholds; // null when unknown; with domains, the rule of other rows
+  const domainThresholds = settings.domain_thresholds || {}; // each domain's own rule, where it has one
+  const perDomain = Boolean(thresholds) && Object.keys(domainThresholds).length > 0;
   const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
   // The grid's cell size, from the stylesheet, so that CSS and layout agree.
@@ -74,11 +76,37 @@
   // A threshold as people read it: 4 significant digits (calibrated ones have 16).
   const number4 = (value) => String(Number(value.toPrecision(4)));
 
-  function describeThresholds() {
-    if (!thresholds) return "unknown";
-    if (thresholds.real === thresholds.fake) return `fake at or above ${number4(thresholds.fake)}`;
-    return `real below ${number4(thresholds.real)}, uncertain between, fake at or above ${number4(thresholds.fake)}`;
+  function describeRule(rule) {
+    if (!rule) return "unknown";
+    if (rule.real === rule.fake) return `fake at or above ${number4(rule.fake)}`;
+    return `real below ${number4(rule.real)}, uncertain between, fake at or above ${number4(rule.fake)}`;
   }
+
+  // The domain whose own rule decided a row of ``domain``, as scoring chose it (Calibration.thresholds_for);
+  // null: the rule of every other row (rows without a domain, domains without a rule of their own).
+  const ruleDomain = (domain) => (perDomain && domain && Object.hasOwn(domainThresholds, domain) ? domain : null);
+  const thresholdsFor = (domain) => (ruleDomain(domain) ? domainThresholds[domain] : thresholds);
+  const ruleRows = (domain) => (domain ? `${domainName(domain)}s` : "other rows");
+
+  // The rules that decided the rows, [domain or null, thresholds]: one, or each domain's own, and the
+  // one of every other row when some scored row falls to it.
+  function rules() {
+    if (!thresholds) return [];
+    if (!perDomain) return [[null, thresholds]];
+    const { counts, none } = summary.domains;
+    const others = none > 0 || Object.keys(counts).some((domain) => !ruleDomain(domain));
+    return [...Object.entries(domainThresholds), ...(others ? [[null, thresholds]] : [])];
+  }
+
+  // What the rules say, one line each ("faces: fake at or above 0.2"); one rule as it is.
+  function describeThresholds() {
+    if (!perDomain) return [describeRule(thresholds)];
+    return rules().map(([domain, rule]) => `${ruleRows(domain)}: ${describeRule(rule)}`);
+  }
+
+  // Whose rule decides a card of ``domain``, when each domain has its own: " (faces' threshold)".
+  const whoseRule = (domain) => (perDomain ? ` (${ruleRows(ruleDomain(domain))}' threshold)` : "");
+  const describeThresholdsFor = (domain) => describeRule(thresholdsFor(domain)) + whoseRule(domain);
 
   // A row of a facts table; ``value`` is text, or a list of texts shown one per line.
   function row(table, label, value, note) {
@@ -120,7 +148,7 @@
       ["provenance", "with provenance evidence", provenance.with_evidence, () => setControl("filter-provenance", "evidence")],
     ];
     for (const [key, label, count, action] of tiles) {
-      if (key === "uncertain" && count === 0 && (!thresholds || thresholds.real === thresholds.fake)) continue;
+      if (key === "uncertain" && count === 0 && rules().every(([, rule]) => rule.real === rule.fake)) continue;
       const tile = make("button", `tile tile-${key}`);
       tile.type = "button";
       tile.id = `count-${key}`;
@@ -170,16 +198,26 @@
     const peak = svgElement("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, "hist-axis");
     peak.textContent = String(highest);
     svg.append(peak);
-    if (thresholds) {
-      for (const value of new Set([thresholds.real, thresholds.fake])) {
-        const x = left + value * plotWidth;
-        svg.append(svgTitle(svgElement("line", { x1: x, x2: x, y1: top - 4, y2: top + plotHeight }, "hist-threshold"), `threshold ${number4(value)}`));
+    // One dashed line per threshold; with domains, each rule's fake threshold labelled with its domain.
+    const xOf = (value) => left + value * plotWidth;
+    rules().forEach(([domain, rule], k) => {
+      for (const value of new Set([rule.real, rule.fake])) {
+        const line = svgElement("line", { x1: xOf(value), x2: xOf(value), y1: top - 4, y2: top + plotHeight }, "hist-threshold");
+        if (perDomain) line.dataset.domain = domain || "";
+        svg.append(svgTitle(line, `${perDomain ? `${ruleRows(domain)}: ` : ""}threshold ${number4(value)}`));
       }
-    }
+      if (!perDomain) return;
+      const end = rule.fake > 0.8; // near the right edge, the label goes left of its line
+      const x = xOf(rule.fake) + (end ? -3 : 3);
+      const label = svgElement("text", { x, y: top + 8 + k * 11, "text-anchor": end ? "end" : "start" }, "hist-threshold-label");
+      label.textContent = domain ? domainName(domain) : "others";
+      label.dataset.domain = domain || "";
+      svg.append(label);
+    });
     const scored = totals.reduce((a, b) => a + b, 0);
     $("histogram-caption").textContent =
       `Fake scores of ${plural(scored, "scored input")} in ${bins} bins (red fake, amber uncertain, green real); ` +
-      (thresholds ? `dashed: the threshold (${describeThresholds()}).` : "threshold unknown.") +
+      (thresholds ? `dashed: ${perDomain ? "each domain's thresholds" : "the threshold"} (${describeThresholds().join("; ")}).` : "threshold unknown.") +
       " Click a bar to show its inputs.";
   }
 
@@ -190,7 +228,7 @@
       const share = summary.models.length > 1 ? ` (${plural(entry.rows, "row")})` : "";
       row(table, "Model", `${entry.model}${revision}${share}`);
     }
-    row(table, "Threshold", describeThresholds(), settings.thresholds_source);
+    row(table, perDomain ? "Thresholds" : "Threshold", describeThresholds(), settings.thresholds_source);
     const engine = settings.engine ? `${settings.engine}, ${settings.precision || "precision unknown"}` : "unknown";
     row(table, "Engine", engine, settings.engine ? null : "not recorded in the results; predict --report records it");
     if (settings.jpeg_draft !== null && settings.jpeg_draft !== undefined) {
@@ -320,15 +358,16 @@
     const fill = make("div", `fill ${verdictOf(card)}`);
     fill.style.width = isNumber(card.fake_score) ? `${(card.fake_score * 100).toFixed(1)}%` : "0";
     bar.append(fill);
-    if (thresholds) {
-      for (const value of new Set([thresholds.real, thresholds.fake])) {
+    const rule = thresholdsFor(card.domain);
+    if (rule) {
+      for (const value of new Set([rule.real, rule.fake])) {
         const marker = make("div", "marker");
         marker.style.left = `calc(${value * 100}% - 1px)`;
         marker.title = `threshold ${number4(value)}`;
         bar.append(marker);
       }
     }
-    bar.title = `fake score ${score3(card.fake_score)}; ${describeThresholds()}`;
+    bar.title = `fake score ${score3(card.fake_score)}; ${describeThresholdsFor(card.domain)}`;
     return bar;
   }
 
@@ -341,8 +380,9 @@
     const [left, right, top, bottom] = points ? [16, 8, 6, 14] : [4, 4, 4, 4]; // room for the axis labels
     const x = (t) => (usable.length === 1 ? (left + width - right) / 2 : left + (t / end) * (width - left - right));
     const y = (s) => height - bottom - s * (height - top - bottom);
-    if (thresholds) {
-      svg.append(svgElement("line", { x1: 0, x2: width, y1: y(thresholds.fake), y2: y(thresholds.fake) }, "spark-threshold"));
+    const rule = thresholdsFor(card.domain); // the clip's; each frame is coloured by its own domain's
+    if (rule) {
+      svg.append(svgElement("line", { x1: 0, x2: width, y1: y(rule.fake), y2: y(rule.fake) }, "spark-threshold"));
     }
     svg.append(svgElement("polyline", { points: usable.map(([t, s]) => `${x(t).toFixed(1)},${y(s).toFixed(1)}`).join(" ") }, "spark-line"));
     if (points) {
@@ -356,7 +396,8 @@
       label("0 s", { x: left, y: height - 2, "text-anchor": "start" });
       label(`${end.toFixed(1)} s`, { x: width - right, y: height - 2, "text-anchor": "end" });
       for (const [t, s, domain] of usable) {
-        const verdict = thresholds ? (s >= thresholds.fake ? "fake" : s < thresholds.real ? "real" : "uncertain") : "unknown";
+        const frameRule = thresholdsFor(domain || card.domain);
+        const verdict = frameRule ? (s >= frameRule.fake ? "fake" : s < frameRule.real ? "real" : "uncertain") : "unknown";
         const dot = svgElement("circle", { cx: x(t), cy: y(s), r: 3.5 }, `spark-point hist-${verdict}`);
         svg.append(svgTitle(dot, `${t.toFixed(2)} s: fake score ${s.toFixed(3)}${domain ? `, judged as ${domainName(domain)}` : ""}`));
       }
@@ -451,7 +492,7 @@
 
     const facts = make("table", "facts");
     row(facts, "Verdict", verdictOf(card).toUpperCase());
-    row(facts, "Fake score", score3(card.fake_score), `threshold: ${describeThresholds()}`);
+    row(facts, "Fake score", score3(card.fake_score), `threshold: ${describeThresholdsFor(card.domain)}`);
     if (card.label) row(facts, "Model label", card.label);
     if (card.decided_by) row(facts, "Decided by", card.decided_by);
     if (card.domain) {
@@ -485,7 +526,9 @@
       if (video.decode_problem) row(table, "Decoding problem", video.decode_problem);
       body.append(table);
       const chart = timeline(card, "detail-timeline", 600, 140, true);
-      if (chart) body.append(chart, make("p", "muted", `fake score per frame over time${thresholds ? `; dashed: fake threshold ${number4(thresholds.fake)}` : ""}; hover a point for its time and score`));
+      const rule = thresholdsFor(card.domain);
+      const dashed = rule ? `; dashed: fake threshold ${number4(rule.fake)}${whoseRule(card.domain)}` : "";
+      if (chart) body.append(chart, make("p", "muted", `fake score per frame over time${dashed}; hover a point for its time and score`));
     }
 
     const record = card.provenance;

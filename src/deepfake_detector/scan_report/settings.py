@@ -1,19 +1,20 @@
 """What produced a set of results: model, revision, thresholds, engine, as far as it can be known.
 
-Rows carry their ``model`` and ``revision``, not the thresholds or the engine. ``predict --report``
-knows them (it holds the detector); a report built later from a results file reads the thresholds the
-checkpoint stores in its ``config.json`` (without loading weights, and never over the network) and
-keeps them only when every verdict in the rows agrees with them: a run with ``--threshold`` gave
-other verdicts. What can't be known is shown as unknown, never guessed.
+Rows carry their ``model``, ``revision`` and ``domain``, not the thresholds or the engine. ``predict
+--report`` knows them (it holds the detector); a report built later from a results file reads the
+thresholds the checkpoint stores in its config (each domain's own, for a model with domains), without
+loading weights and never over the network, and keeps them only when every verdict in the rows agrees
+with its domain's rule: a run with ``--threshold`` gave other verdicts. What can't be known is shown as
+unknown, never guessed.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from deepfake_detector.scoring import CONFIG_KEY, Thresholds, compute_verdict
+from deepfake_detector.scoring import Calibration, Thresholds, compute_verdict
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,14 @@ class RunSettings:
     """How the rows were scored, where known; None means unknown.
 
     Attributes:
-        thresholds: The decision rule that gave the verdicts.
+        thresholds: The decision rule that gave the verdicts (for a model with domains: of rows without
+            a domain, and of any domain without a rule of its own).
         thresholds_source: Where ``thresholds`` come from, in words; or, when they are unknown, why.
         engine: "torch" or "onnx".
         precision: "fp32", "bf16" or "int8".
         jpeg_draft: Whether large JPEGs were decoded at reduced scale.
+        domain_thresholds: Each domain's own rule, as the checkpoint's `Calibration` holds them; empty
+            when one rule decided every row (a model without domains, or a run with ``--threshold``).
     """
 
     thresholds: Thresholds | None = None
@@ -33,22 +37,56 @@ class RunSettings:
     engine: str | None = None
     precision: str | None = None
     jpeg_draft: bool | None = None
+    domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.domain_thresholds and self.thresholds is None:
+            raise ValueError(
+                "domain_thresholds need the thresholds of rows without a domain too; "
+                "unknown thresholds are thresholds=None and no domain_thresholds"
+            )
+
+    @classmethod
+    def from_calibration(cls, calibration: Calibration, source: str, **scoring) -> RunSettings:
+        """The rules of a checkpoint's (or a detector's) `Calibration`, every domain's included.
+
+        Args:
+            calibration: The scoring rule.
+            source: Where it comes from, in words.
+            **scoring: ``engine``, ``precision`` and ``jpeg_draft``, where known.
+        """
+        return cls(
+            thresholds=calibration.thresholds,
+            thresholds_source=source,
+            domain_thresholds=dict(calibration.domain_thresholds),
+            **scoring,
+        )
 
     @classmethod
     def from_detector(cls, detector) -> RunSettings:
         """The settings of the `Detector` that is scoring the rows (what ``predict --report`` knows)."""
         scoring = detector.describe_scoring()
-        return cls(
-            thresholds=detector.thresholds,
-            thresholds_source="the detector that scored these rows",
+        return cls.from_calibration(
+            detector.calibration,
+            "the detector that scored these rows",
             engine=scoring.get("engine"),
             precision=scoring.get("precision"),
             jpeg_draft=scoring.get("jpeg_draft"),
         )
 
+    def thresholds_for(self, domain: str | None) -> Thresholds | None:
+        """The rule that gave a row of ``domain`` its verdict, as scoring chose it
+        (`Calibration.thresholds_for`); None when the thresholds are unknown."""
+        if self.thresholds is None:
+            return None
+        rules = Calibration(thresholds=self.thresholds, domain_thresholds=self.domain_thresholds)
+        return rules.thresholds_for(domain)
+
     def to_dict(self) -> dict:
         return {
             "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
+            "domain_thresholds": {name: rule.to_dict() for name, rule in self.domain_thresholds.items()}
+            or None,
             "thresholds_source": self.thresholds_source,
             "engine": self.engine,
             "precision": self.precision,
@@ -59,8 +97,9 @@ class RunSettings:
 def resolve_run_settings(rows: list[dict], given: RunSettings | None = None) -> RunSettings:
     """``given`` when the caller knows how the rows were scored; else the thresholds the checkpoint
     stores (engine and precision stay unknown). Thresholds are kept only when every verdict that the
-    model decided agrees with them: rows resumed from a run with other thresholds, or a run with
-    ``--threshold``, make them unknown, with the reason and what the verdicts say instead.
+    model decided agrees with the rule of its row's domain: rows resumed from a run with other
+    thresholds, or a run with ``--threshold``, make them unknown, with the reason and what the verdicts
+    say instead.
 
     Args:
         rows: Result rows (`load_result_rows`).
@@ -69,13 +108,14 @@ def resolve_run_settings(rows: list[dict], given: RunSettings | None = None) -> 
     if given is not None:
         if given.thresholds is None:
             return given
-        disagreeing = _count_disagreeing(rows, given.thresholds)
+        disagreeing = _count_disagreeing(rows, given)
         if not disagreeing:
             return given
         return replace(
             given,
             thresholds=None,
-            thresholds_source=f"{disagreeing} verdicts disagree with {_describe(given.thresholds)} "
+            domain_thresholds={},
+            thresholds_source=f"{disagreeing} verdicts disagree with {_describe_rules(given)} "
             f"({given.thresholds_source}): some rows were scored with other thresholds; {_bounds(rows)}",
         )
     models = {(row.get("model"), row.get("revision")) for row in rows}
@@ -84,29 +124,35 @@ def resolve_run_settings(rows: list[dict], given: RunSettings | None = None) -> 
         why = f"the rows come from {len(models)} models ({listed})"
         return RunSettings(thresholds_source=f"{why}; {_bounds(rows)}")
     ((model, revision),) = models
-    stored = load_stored_thresholds(model, revision)
+    stored = load_stored_calibration(model, revision)
     if stored is None:
         why = f"{model}'s config.json can't be found from here"
         return RunSettings(thresholds_source=f"{why}; {_bounds(rows)}")
-    disagreeing = _count_disagreeing(rows, stored)
+    settings = RunSettings.from_calibration(stored, f"{model}'s config.json; every verdict agrees")
+    disagreeing = _count_disagreeing(rows, settings)
     if disagreeing:
         return RunSettings(
             thresholds_source=f"{disagreeing} verdicts disagree with the thresholds {model} stores "
-            f"({_describe(stored)}), so the run set its own (--threshold); {_bounds(rows)}"
+            f"({_describe_rules(settings)}), so the run set its own (--threshold); {_bounds(rows)}"
         )
-    return RunSettings(thresholds=stored, thresholds_source=f"{model}'s config.json; every verdict agrees")
+    return settings
 
 
-def load_stored_thresholds(model: str | None, revision: str | None = None) -> Thresholds | None:
-    """The thresholds a checkpoint's ``config.json`` stores (0.5 when it stores none), read without
-    loading weights or touching the network; None when the config is not on this machine."""
+def load_stored_calibration(model: str | None, revision: str | None = None) -> Calibration | None:
+    """The scoring rule a checkpoint stores (every domain's thresholds; 0.5 when it stores none), read
+    as `Detector.from_pretrained` reads it (`Calibration.from_config` on its transformers config) but
+    without loading weights or touching the network; None when the config is not on this machine or
+    can't be read."""
+    from deepfake_detector.errors import CheckpointError
+    from deepfake_detector.modeling.checkpoints import ResolvedCheckpoint, load_config_and_processor
+
     config = _find_config(model, revision)
     if config is None:
         return None
     try:
-        stored = json.loads(config.read_text(encoding="utf-8")).get(CONFIG_KEY) or {}
-        return Thresholds.from_config(stored.get("thresholds"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        loaded, _ = load_config_and_processor(ResolvedCheckpoint(str(model), config.parent, revision))
+        return Calibration.from_config(loaded)
+    except (CheckpointError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -134,11 +180,13 @@ def _find_config(model: str | None, revision: str | None) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
-def _count_disagreeing(rows: list[dict], thresholds: Thresholds) -> int:
+def _count_disagreeing(rows: list[dict], settings: RunSettings) -> int:
+    """Rows whose verdict is not what the rule of their own domain gives their score."""
     return sum(
         1
         for row in _model_decided(rows)
-        if row.get("verdict") is not None and compute_verdict(row["fake_score"], thresholds) != row["verdict"]
+        if row.get("verdict") is not None
+        and compute_verdict(row["fake_score"], settings.thresholds_for(_domain(row))) != row["verdict"]
     )
 
 
@@ -153,10 +201,31 @@ def _model_decided(rows: list[dict]) -> list[dict]:
     ]
 
 
+def _domain(row: dict) -> str | None:
+    """The domain whose head scored a row; None for rows without one (a model without domains, or a
+    run before rows carried them)."""
+    domain = row.get("domain")
+    return domain if isinstance(domain, str) else None
+
+
 def _bounds(rows: list[dict]) -> str:
     """What the verdicts say about the fake threshold: it lies above every non-fake score and at or
-    below every fake score."""
+    below every fake score; for rows of several domains, each domain's on its own."""
     scored = [row for row in _model_decided(rows) if row.get("verdict")]
+    by_domain: dict[str | None, list[dict]] = {}
+    for row in scored:
+        by_domain.setdefault(_domain(row), []).append(row)
+    if set(by_domain) <= {None}:
+        return _bounds_of(scored)
+    return "; ".join(
+        f"{domain or 'rows without a domain'}: {_bounds_of(domain_rows)}"
+        for domain, domain_rows in sorted(
+            by_domain.items(), key=lambda item: (item[0] is None, item[0] or "")
+        )
+    )
+
+
+def _bounds_of(scored: list[dict]) -> str:
     fake = [row["fake_score"] for row in scored if row["verdict"] == "fake"]
     other = [row["fake_score"] for row in scored if row["verdict"] != "fake"]
     if fake and other:
@@ -166,6 +235,14 @@ def _bounds(rows: list[dict]) -> str:
     if other:
         return f"no row is fake, so the fake threshold is above {max(other):.4g}"
     return "no scored row bounds it"
+
+
+def _describe_rules(settings: RunSettings) -> str:
+    """Each domain's rule, then the one of every other row; a single rule alone."""
+    if not settings.domain_thresholds:
+        return _describe(settings.thresholds)
+    rules = [f"{domain}: {_describe(rule)}" for domain, rule in settings.domain_thresholds.items()]
+    return "; ".join([*rules, f"others: {_describe(settings.thresholds)}"])
 
 
 def _describe(thresholds: Thresholds) -> str:

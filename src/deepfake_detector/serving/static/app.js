@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "deepfake-detector-api-key";
-let model = null; // GET /v1/model, for the thresholds
+let model = null; // GET /v1/model, for the thresholds (each domain's, for a model with domains)
 // The domains a checkpoint's domain probe tells apart, as the page words them (others as named).
 const DOMAIN_NAMES = { face: "face", general: "general image" };
 
@@ -65,9 +65,35 @@ function resetResult() {
   $("verdict").dataset.state = "pending";
   $("verdict").removeAttribute("data-verdict");
   $("verdict").removeAttribute("data-fake-score");
+  $("score-text").removeAttribute("data-rule-domain");
   $("domain-text").textContent = "";
   $("domain-text").removeAttribute("data-domain");
   $("domain-text").removeAttribute("data-detector");
+}
+
+// A threshold as people read it: 3 significant digits (calibrated ones have 16; the JSON keeps them).
+const threeDigits = (value) => String(Number(value.toPrecision(3)));
+
+// The rule that decided a result, as the server's scoring chose it: its domain's own thresholds where
+// the model has them, else the model's. ``domain`` is set only for a domain's own rule, and ``whose``
+// words it ("general images'"). Null until GET /v1/model has answered.
+function ruleOf(record) {
+  if (!model) return null;
+  const own = model.domain_thresholds || {};
+  if (record.domain && Object.hasOwn(own, record.domain)) {
+    const whose = `${DOMAIN_NAMES[record.domain] || record.domain}s'`;
+    return { thresholds: own[record.domain], domain: record.domain, whose };
+  }
+  return { thresholds: model.thresholds, domain: null, whose: "" };
+}
+
+function describeRule(rule) {
+  const { real, fake } = rule.thresholds;
+  const text =
+    real === fake
+      ? `fake at or above ${threeDigits(fake)}`
+      : `real below ${threeDigits(real)}, fake at or above ${threeDigits(fake)}`;
+  return rule.domain ? `${text}, ${rule.whose} threshold` : text;
 }
 
 function showVerdict(record) {
@@ -76,23 +102,23 @@ function showVerdict(record) {
   verdict.className = `verdict-${record.verdict}`;
   verdict.dataset.verdict = record.verdict;
   verdict.dataset.fakeScore = String(record.fake_score);
-  const thresholds = model ? model.thresholds : null;
-  const rule = thresholds
-    ? thresholds.real === thresholds.fake
-      ? `fake at or above ${thresholds.fake}`
-      : `real below ${thresholds.real}, fake at or above ${thresholds.fake}`
-    : "";
+  const rule = ruleOf(record);
   $("score-text").textContent =
     `Fake score ${record.fake_score.toFixed(3)}` +
-    (rule ? ` (${rule})` : "") +
+    (rule ? ` (${describeRule(rule)})` : "") +
     (record.label ? ` · model label “${record.label}”` : "");
+  $("score-text").dataset.ruleDomain = rule && rule.domain ? rule.domain : "";
   showDomain(record);
   $("score-fill").style.width = `${(record.fake_score * 100).toFixed(1)}%`;
   $("score-fill").className = `fill-${record.verdict}`;
-  if (thresholds) {
-    $("threshold-real").style.left = `${thresholds.real * 100}%`;
-    $("threshold-fake").style.left = `${thresholds.fake * 100}%`;
-    $("threshold-real").hidden = thresholds.real === thresholds.fake;
+  if (rule) {
+    const { real, fake } = rule.thresholds;
+    const whose = rule.domain ? ` (${rule.whose} threshold)` : "";
+    $("threshold-real").style.left = `${real * 100}%`;
+    $("threshold-fake").style.left = `${fake * 100}%`;
+    $("threshold-real").hidden = real === fake;
+    $("threshold-real").title = `real below ${threeDigits(real)}${whose}`;
+    $("threshold-fake").title = `fake at or above ${threeDigits(fake)}${whose}`;
   }
   showProvenance(record);
   $("answer").hidden = false;
@@ -172,8 +198,10 @@ function describeFaces(record) {
   return `; ${record.faces.length} face${record.faces.length > 1 ? "s" : ""} found, the most-fake one decides`;
 }
 
-// A per-frame timeline, when the video API returns one: [{timestamp_s, fake_score, domain}].
-function showTimeline(frames) {
+// A per-frame timeline, when the video API returns one: [{timestamp_s, fake_score, domain}]; the dashed
+// line is the fake threshold of the clip's rule (its domain's, where the model has them).
+function showTimeline(record) {
+  const frames = record.frames;
   if (!Array.isArray(frames) || frames.length === 0) return;
   const svg = $("timeline-chart");
   const ns = "http://www.w3.org/2000/svg";
@@ -183,9 +211,10 @@ function showTimeline(frames) {
   line.setAttribute("points", points.join(" "));
   line.setAttribute("class", "timeline-line");
   svg.replaceChildren(line);
-  if (model) {
+  const rule = ruleOf(record);
+  if (rule) {
     const threshold = document.createElementNS(ns, "line");
-    const y = 120 - model.thresholds.fake * 120;
+    const y = 120 - rule.thresholds.fake * 120;
     for (const [name, value] of [["x1", 0], ["x2", 600], ["y1", y], ["y2", y]]) threshold.setAttribute(name, value);
     threshold.setAttribute("class", "timeline-threshold");
     svg.append(threshold);
@@ -194,7 +223,7 @@ function showTimeline(frames) {
   $("timeline-caption").textContent =
     `${frames.length} frames from 0 to ${end.toFixed(1)} s (left to right); score 0 at the bottom, 1 at the top; ` +
     `highest ${highest.toFixed(3)}` + describeFrameDomains(frames) +
-    (model ? `; dashed line: fake threshold ${model.thresholds.fake}` : "");
+    (rule ? `; dashed line: ${rule.domain ? `the ${rule.whose} ` : ""}fake threshold ${threeDigits(rule.thresholds.fake)}` : "");
   $("timeline").hidden = false;
 }
 
@@ -250,7 +279,7 @@ async function analyseVideo(file) {
   showStatus(`Scoring ${file.name}…`);
   const record = await callApi("/v1/predict/video", { method: "POST", body: form });
   if (record.verdict) showVerdict(record);
-  showTimeline(record.frames);
+  showTimeline(record);
   const stopped = record.stopped_at_s != null ? `; the stream ends early at ${record.stopped_at_s.toFixed(1)} s` : "";
   showStatus(`${file.name}: ${record.num_frames} frames scored by ${record.model}${stopped}`);
 }
