@@ -305,3 +305,40 @@ def test_readme_evaluation_commands_run(checkpoint, tmp_path, monkeypatch):
         assert main([*argv, "--device", "cpu", *fewer_resamples]) == 0, command
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert report["calibrated_on"]["split"] == "val" and len(report["robustness"]) == 9
+
+
+def test_a_domain_model_is_evaluated_at_each_images_domain_threshold(
+    calibrated_domain_checkpoint, varied_images, tmp_path
+):
+    rows = [[str(path), "fake" if index % 2 else "real", "test"] for index, path in enumerate(varied_images)]
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label", "split"], *rows])
+    out = tmp_path / "report"
+    code = _cli(
+        "evaluate",
+        "--model",
+        calibrated_domain_checkpoint,
+        "--data",
+        manifest,
+        "--out",
+        out,
+        "--precision",
+        "fp32",
+        "--bootstrap",
+        "20",
+    )
+    assert code == 0
+    expected = {"face": 0.12345678901234, "general": 0.95432109876543}
+    with open(out / "predictions.csv") as handle:
+        predictions = list(csv.DictReader(handle))
+    assert {row["domain"] for row in predictions} == set(expected)
+    for row in predictions:
+        assert float(row["threshold"]) == expected[row["domain"]]
+        assert row["predicted"] == ("fake" if float(row["fake_score"]) >= expected[row["domain"]] else "real")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["by_domain"]) == set(expected)
+    called = sum(row["predicted"] == "fake" for row in predictions)
+    confusion = metrics["overall"]["confusion_matrix"]
+    assert confusion[0][1] + confusion[1][1] == called
+    assert "each image's domain threshold" in (out / "report.md").read_text()

@@ -51,6 +51,7 @@ PREDICTION_COLUMNS = (
     "group",
     "split",
     "fake_score",
+    "threshold",
     "predicted",
     "verdict",
     "model_label",
@@ -203,10 +204,9 @@ def _csv_value(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _score_rows(
-    detector, items, images, threshold: float, batch_size: int, description: str, progress: bool, faces=None
-):
-    """One dict per item, in order: its label and metadata with the prediction or the error."""
+def _score_rows(detector, items, images, batch_size: int, description: str, progress: bool, faces=None):
+    """One dict per item, in order: its label and metadata with the prediction or the error, and the
+    fake threshold that decides it (its domain's, for a model with domains)."""
     rows = []
     # Video files (by suffix) get one row each, scored from sampled frames: video-level metrics.
     predictions = detector.iter_predict_media(images, batch_size=batch_size, faces=faces)
@@ -214,6 +214,7 @@ def _score_rows(
         zip(items, predictions, strict=True), len(items), description, progress
     ):
         score = prediction.fake_score
+        threshold = detector.calibration.thresholds_for(prediction.domain).fake
         rows.append(
             {
                 "path": item.path,
@@ -223,6 +224,7 @@ def _score_rows(
                 "split": item.split,
                 "fake_score": score,
                 "predicted": None if score is None else ("fake" if score >= threshold else "real"),
+                "threshold": threshold,
                 "verdict": prediction.verdict,
                 "model_label": prediction.label,
                 "error": prediction.error,
@@ -236,7 +238,7 @@ def _score_rows(
     return rows
 
 
-def _provenance_summary(scored: Sequence[dict], labels, scores, threshold: float) -> dict:
+def _provenance_summary(scored: Sequence[dict], labels, scores, threshold: np.ndarray) -> dict:
     """What provenance decided, and the metrics with its verdicts (a decided image scores 1: fake)
     beside the model's alone, on the same images."""
     decided = np.array([row["decided_by"] == "provenance" for row in scored], dtype=bool)
@@ -269,10 +271,11 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None
             writer.writerow([_csv_value(row.get(column)) for column in columns])
 
 
-def _robustness(name: str, kind: str, level: float | None, rows: Sequence[dict], threshold: float):
+def _robustness(name: str, kind: str, level: float | None, rows: Sequence[dict]):
     scored = [row for row in rows if row["error"] is None]
     labels = np.array([row["label"] for row in scored], dtype=object)
     scores = np.array([row["fake_score"] for row in scored], dtype=np.float64)
+    threshold = np.array([row["threshold"] for row in scored], dtype=np.float64)
     return RobustnessResult(
         perturbation=name,
         kind=kind,
@@ -343,29 +346,25 @@ def evaluate(
     _check_not_fitted_on(detector, items, data, split)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    threshold = detector.thresholds.fake
-
     paths = [item.path for item in items]
-    rows = _score_rows(detector, items, paths, threshold, batch_size, "scoring", progress, faces)
+    rows = _score_rows(detector, items, paths, batch_size, "scoring", progress, faces)
     _write_csv(out / "predictions.csv", PREDICTION_COLUMNS, rows)
     scored = [row for row in rows if row["error"] is None]
     labels = np.array([row["label"] for row in scored], dtype=object)
     scores = np.array([row["fake_score"] for row in scored], dtype=np.float64)
+    # Each image's own rule: its domain's threshold for a model with domains, else the one threshold.
+    threshold = np.array([row["threshold"] for row in scored], dtype=np.float64)
     target_names = _target_names(detector.roles)
     common = {"positive": POSITIVE, "threshold": threshold}
 
     robustness: list[RobustnessResult] = []
     if perturbations:
-        robustness.append(_robustness("none", "none", None, rows, threshold))
+        robustness.append(_robustness("none", "none", None, rows))
         perturbed_rows = []
         for perturbation in perturbations:
             images = _perturbed_images(items, perturbation, detector.max_pixels)
-            result = _score_rows(
-                detector, items, images, threshold, batch_size, perturbation.name, progress, faces
-            )
-            robustness.append(
-                _robustness(perturbation.name, perturbation.kind, perturbation.level, result, threshold)
-            )
+            result = _score_rows(detector, items, images, batch_size, perturbation.name, progress, faces)
+            robustness.append(_robustness(perturbation.name, perturbation.kind, perturbation.level, result))
             perturbed_rows += [{"perturbation": perturbation.name, **row} for row in result]
         _write_csv(out / "robustness.csv", ROBUSTNESS_COLUMNS, perturbed_rows)
 
@@ -391,8 +390,11 @@ def evaluate(
         failed=len(rows) - len(scored),
         positive=POSITIVE,
         target_names=target_names,
-        threshold=threshold,
+        threshold=detector.thresholds.fake,
         thresholds=detector.thresholds.to_dict(),
+        domain_thresholds={
+            name: rule.to_dict() for name, rule in detector.calibration.domain_thresholds.items()
+        },
         temperature=detector.calibration.temperature,
         calibrated_on=stored.get("fitted_on"),
         classification_report=compute_classification_report(
@@ -409,6 +411,9 @@ def evaluate(
             n_resamples=n_resamples,
             seed=seed,
             **common,
+        ),
+        by_domain=compute_metrics_by_group(
+            labels, scores, [row["domain"] for row in scored], n_resamples=n_resamples, seed=seed, **common
         ),
         robustness=tuple(robustness),
         errors=tuple((row["path"], row["error"]) for row in rows if row["error"] is not None),

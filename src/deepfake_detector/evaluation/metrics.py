@@ -450,6 +450,7 @@ def compute_bootstrap_intervals(
     n_resamples: int = DEFAULT_RESAMPLES,
     confidence: float = CONFIDENCE,
     seed: int = 0,
+    aligned: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals, resampling positives and negatives separately.
 
@@ -465,6 +466,8 @@ def compute_bootstrap_intervals(
         n_resamples: Number of resamples.
         confidence: Coverage of the interval (0.95: the 2.5th to 97.5th percentile).
         seed: Seeds the resampling, so a report is reproducible.
+        aligned: One value per image resampled with it (e.g. each image's own threshold); when
+            given, ``statistic`` is called as ``f(is_positive, scores, aligned)``.
 
     Returns:
         ``{name: (low, high)}``. Resamples on which a metric is undefined (precision when nothing is
@@ -480,7 +483,8 @@ def compute_bootstrap_intervals(
     draws: dict[str, list[float]] = {}
     for _ in range(n_resamples):
         chosen = np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata if len(s)])
-        for name, value in statistic(y[chosen], scores[chosen]).items():
+        extra = () if aligned is None else (aligned[chosen],)
+        for name, value in statistic(y[chosen], scores[chosen], *extra).items():
             draws.setdefault(name, []).append(value)
     tail = (1.0 - confidence) / 2 * 100
     intervals = {}
@@ -503,7 +507,8 @@ class BinaryMetrics:
         count: Images scored.
         positives: How many of them are positive (fake).
         negatives: How many are negative (real).
-        threshold: The decision rule: a score at or above it is called positive.
+        threshold: The decision rule: a score at or above it is called positive; nan when each image
+            was decided at its own (domain's) threshold.
         accuracy: Share of correct decisions.
         balanced_accuracy: Mean of the true-positive and true-negative rates.
         precision: Of the images called positive, the share that are.
@@ -595,7 +600,7 @@ def compute_binary_metrics(
     scores,
     *,
     positive,
-    threshold: float,
+    threshold: float | np.ndarray,
     n_bins: int = DEFAULT_BINS,
     n_resamples: int = 0,
     seed: int = 0,
@@ -606,8 +611,9 @@ def compute_binary_metrics(
         labels: True class of each image.
         scores: Score (probability) of the positive class, in [0, 1].
         positive: The label value that counts as positive, e.g. "fake".
-        threshold: Scores at or above it are called positive. Choose it on other data (a validation
-            split), never on these labels.
+        threshold: Scores at or above it are called positive: one number, or one per image (a model
+            with domains decides each image at its domain's threshold). Choose it on other data (a
+            validation split), never on these labels.
         n_bins: Bins of the reliability diagram and ECE.
         n_resamples: Bootstrap resamples for 95% intervals; 0 skips them.
         seed: Seeds the bootstrap.
@@ -616,6 +622,7 @@ def compute_binary_metrics(
         The metrics; metrics the data can't define are nan, with the reason in ``undefined``.
     """
     y, scores = _binary(labels, scores, positive)
+    per_image = np.ndim(threshold) > 0
     values = _scalar_metrics(y, scores, threshold, n_bins)
     tn, fp, fn, tp = _counts(y, scores, threshold)
     intervals = {}
@@ -623,16 +630,17 @@ def compute_binary_metrics(
         intervals = compute_bootstrap_intervals(
             y,
             scores,
-            lambda yy, ss: _scalar_metrics(yy, ss, threshold, n_bins),
+            lambda yy, ss, tt=threshold: _scalar_metrics(yy, ss, tt, n_bins),
             positive=True,
             n_resamples=n_resamples,
             seed=seed,
+            aligned=np.asarray(threshold, dtype=np.float64) if per_image else None,
         )
     return BinaryMetrics(
         count=len(y),
         positives=int(y.sum()),
         negatives=int((~y).sum()),
-        threshold=float(threshold),
+        threshold=_one_threshold(threshold),
         **values,
         confusion_matrix=((tn, fp), (fn, tp)),
         reliability=tuple(compute_reliability_bins(y, scores, positive=True, n_bins=n_bins)),
@@ -641,13 +649,19 @@ def compute_binary_metrics(
     )
 
 
+def _one_threshold(threshold: float | np.ndarray) -> float:
+    """The threshold a `BinaryMetrics` records: the number, or nan when images had their own."""
+    values = np.unique(np.asarray(threshold, dtype=np.float64))
+    return float(values[0]) if len(values) == 1 else float("nan")
+
+
 def compute_metrics_by_group(
     labels,
     scores,
     groups,
     *,
     positive,
-    threshold: float,
+    threshold: float | np.ndarray,
     n_bins: int = DEFAULT_BINS,
     n_resamples: int = 0,
     seed: int = 0,
@@ -669,7 +683,7 @@ def compute_metrics_by_group(
             labels[groups == name],
             scores[groups == name],
             positive=positive,
-            threshold=threshold,
+            threshold=threshold[groups == name] if np.ndim(threshold) else threshold,
             n_bins=n_bins,
             n_resamples=n_resamples,
             seed=seed,

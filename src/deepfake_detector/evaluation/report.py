@@ -94,14 +94,18 @@ class EvaluationReport:
         failed: Images that could not be read or scored (error rows in predictions.csv).
         positive: The positive class of every metric ("fake").
         target_names: The checkpoint's names for the real and the fake class (the card's row names).
-        threshold: Decision threshold: a fake score at or above it is called fake.
+        threshold: Decision threshold: a fake score at or above it is called fake (for a model with
+            domains, of images in a domain without thresholds of its own).
         thresholds: The checkpoint's stored thresholds (real, fake).
+        domain_thresholds: Each domain's thresholds, which decide its images instead (empty for a
+            model without domains).
         temperature: The temperature the scores were computed with.
         calibrated_on: Where the checkpoint's calibration was fitted (``fitted_on``), if it was.
         classification_report: The card's classification report, as text.
         classification_table: The same as a dict (per class precision, recall, F1, support).
         overall: Metrics of all scored images, with bootstrap intervals.
         by_source: Metrics per ``source`` of the data.
+        by_domain: Metrics per domain the model saw (empty for a model without domains).
         robustness: The sweep's results, baseline first; empty without perturbations.
         errors: ``(path, message)`` of every image that failed.
         scoring: How the images were scored: engine, precision, JPEG draft decoding, face crops
@@ -132,6 +136,8 @@ class EvaluationReport:
     classification_table: dict
     overall: BinaryMetrics
     by_source: dict[str, BinaryMetrics] = field(default_factory=dict)
+    by_domain: dict[str, BinaryMetrics] = field(default_factory=dict)
+    domain_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     robustness: tuple[RobustnessResult, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()
     scoring: dict | None = None
@@ -159,6 +165,8 @@ class EvaluationReport:
             "classification_table": self.classification_table,
             "overall": self.overall.to_dict(),
             "by_source": {name: metrics.to_dict() for name, metrics in self.by_source.items()},
+            "by_domain": {name: metrics.to_dict() for name, metrics in self.by_domain.items()},
+            "domain_thresholds": dict(self.domain_thresholds),
             "robustness": [row.to_dict() for row in self.robustness],
             "errors": [list(error) for error in self.errors],
             "scoring": self.scoring,
@@ -246,7 +254,26 @@ def _calibration_line(report: EvaluationReport) -> str:
     return _threshold_source(report, fitted) + uncertain
 
 
+def _rule(report: EvaluationReport) -> str:
+    """The decision rule in words, for table captions."""
+    if report.domain_thresholds:
+        return (
+            "each image's domain threshold ("
+            + ", ".join(f"{name} {rule['fake']:.4g}" for name, rule in report.domain_thresholds.items())
+            + ")"
+        )
+    return f"threshold {report.threshold:.4g}"
+
+
 def _threshold_source(report: EvaluationReport, fitted: dict | None) -> str:
+    if report.domain_thresholds:
+        rules = ", ".join(f"{name} {rule['fake']:.4g}" for name, rule in report.domain_thresholds.items())
+        return (
+            f"Each image is decided at the threshold of the domain the model saw ({rules}), fitted per "
+            f"domain on {fitted.get('data') if fitted else 'the checkpoint calibration data'} "
+            f"({fitted.get('split') if fitted else 'unknown'} split), not on the images reported here; "
+            f"temperature {report.temperature:.4g}."
+        )
     if fitted:
         return (
             f"Threshold {report.threshold:.4g} and temperature {report.temperature:.4g} come from the "
@@ -292,7 +319,7 @@ def render_markdown(report: EvaluationReport, path: Path, plots: Mapping[str, st
         "",
         "## Confusion matrix",
         "",
-        f"Rows are the true class, columns the predicted class at threshold {report.threshold:.4g}.",
+        f"Rows are the true class, columns the predicted class at {_rule(report)}.",
         "",
     ]
     (tn, fp), (fn, tp) = overall.confusion_matrix
@@ -324,11 +351,16 @@ def render_markdown(report: EvaluationReport, path: Path, plots: Mapping[str, st
             for b in overall.reliability
         ],
     )
-    if report.by_source:
-        lines += ["", "## Per source", ""]
+    for title, key, groups in (
+        ("Per source", "source", report.by_source),
+        ("Per domain", "domain", report.by_domain),
+    ):
+        if not groups:
+            continue
+        lines += ["", f"## {title}", ""]
         lines += _table(
             [
-                "source",
+                key,
                 "real",
                 "fake",
                 "accuracy",
@@ -337,6 +369,7 @@ def render_markdown(report: EvaluationReport, path: Path, plots: Mapping[str, st
                 "AP",
                 "EER",
                 "real error",
+                "fakes caught",
                 "TPR@1%FPR",
                 "ECE",
             ],
@@ -354,21 +387,22 @@ def render_markdown(report: EvaluationReport, path: Path, plots: Mapping[str, st
                             "average_precision",
                             "eer",
                             "false_positive_rate",
+                            "recall",
                             "tpr_at_1pct_fpr",
                             "ece",
                         )
                     ),
                 ]
-                for name, m in report.by_source.items()
+                for name, m in groups.items()
             ],
         )
-        lines += ["", "Every metric per source, with intervals, is in metrics.json (`by_source`)."]
+        lines += ["", f"Every metric per {key}, with intervals, is in metrics.json (`by_{key}`)."]
     if report.robustness:
         lines += [
             "",
             "## Robustness",
             "",
-            f"The same images, perturbed; threshold {report.threshold:.4g}.",
+            f"The same images, perturbed; {_rule(report)}.",
             "",
         ]
         lines += _table(
