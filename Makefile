@@ -10,7 +10,7 @@ EXTRAS ?= dev,train,eval,explain,video,faces,faces-cnn,serve,onnx,ray,provenance
 
 # `make demo` scores the example images (made by examples/make_examples.py) with the bundled model;
 # MODEL=FOLDER and IMAGES='a.jpg folder/' score other ones.
-MODEL ?= clip-b16-v1
+MODEL ?= clip-b16-v2
 EXAMPLES := build/examples
 IMAGES ?= $(EXAMPLES)
 

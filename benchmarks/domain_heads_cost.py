@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in rates.items():
         label = f"{args.new} + 4 native tiles" if name == "tiles" else name
         median = statistics.median(values)
-        print(f"{label:32s} {median:6.2f} images/s  x{median / base:.3f} of {args.old}  (rounds: "
-              + ", ".join(f"{value:.2f}" for value in values) + ")")
+        print(
+            f"{label:32s} {median:6.2f} images/s  x{median / base:.3f} of {args.old}  (rounds: "
+            + ", ".join(f"{value:.2f}" for value in values)
+            + ")"
+        )
     print(f"load average after {os.getloadavg()}")
     return 0
 

@@ -39,7 +39,7 @@ def offline(monkeypatch):
 @pytest.mark.parametrize("name", BUNDLED_MODELS)
 def test_every_bundled_model_is_complete_and_small(name):
     folder = bundled_model_folder(name)
-    weights = "head.safetensors" if name == DEFAULT_MODEL else "model.safetensors"
+    weights = "head.safetensors" if name.startswith("clip-") else "model.safetensors"
     for member in ("config.json", "preprocessor_config.json", weights, "README.md"):
         assert (folder / member).is_file(), member
     assert not list(folder.glob("*.bin")), "a bundled model must not carry pickle weights"
@@ -114,3 +114,16 @@ def test_the_transformers_pipeline_runs_it():
     classifier = pipeline("image-classification", model=str(resolve_checkpoint(DEFAULT_MODEL).folder))
     scores = classifier(Image.open(io.BytesIO(jpeg_bytes(64, 64, seed=2))), top_k=None)
     assert {entry["label"] for entry in scores} == set(SEED_LABELS.values())
+
+
+def test_the_default_says_what_it_saw_a_face_or_a_general_image(tmp_path):
+    """The default knows its domain: scikit-image's astronaut portrait is a face, its rocket launch
+    photo (no face) is a general image, judged by the general head, never by the face head."""
+    from skimage import data
+
+    detector = Detector.from_pretrained(DEFAULT_MODEL)
+    portrait, rocket = detector.predict([data.astronaut(), data.rocket()])
+    assert (portrait.domain, portrait.detector) == ("face", "face-head")
+    assert (rocket.domain, rocket.detector) == ("general", "general-head")
+    general = detector.calibration.thresholds_for("general")
+    assert rocket.verdict == ("fake" if rocket.fake_score >= general.fake else "real")

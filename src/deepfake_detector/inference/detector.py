@@ -191,8 +191,9 @@ class Detector:
         """Loads the bundled model (default), a local folder, a hub id, or an alias such as ``seed-v2``.
 
         Args:
-            name_or_path: A bundled model (``clip-b16-v1``, the default, whose backbone is fetched
-                into the cache on first use, or ``compact-v1``), a folder written by
+            name_or_path: A bundled model (``clip-b16-v2``, the default, whose backbone is fetched
+                into the cache on first use; ``clip-b16-v1``, the face-only model before it; or
+                ``compact-v1``), a folder written by
                 ``save_pretrained``, a Hugging Face hub id, or an alias (``seed-v2``).
             revision: Hub branch, tag or commit.
             device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...

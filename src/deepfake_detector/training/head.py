@@ -15,8 +15,8 @@ The recipe (``configs/clip-b16-v2.yaml``, run with ``deepfake-detector train-hea
    - a domain probe, fitted on the clean training images labelled by `training.domains` (every image of
      a ``face_datasets`` manifest is a face; elsewhere dlib decides);
    - the face head: fitted on every training row, or, with ``anchor_model``, that bundled model's head
-     plus a correction fitted on every training row (its logit is the fit's fixed offset), so what the
-     anchor learnt (degradations, self-blends) stays and the new sources are added;
+     (rewritten onto this run's standardisation), as it is or plus a correction fitted on every
+     training row (``anchor_correction``: its logit is the fit's fixed offset);
    - the general head: fitted on the rows of ``general_datasets`` (all rows when unset);
 
 4. per domain, a temperature (NLL) and a threshold on the clean validation images the probe sends to
@@ -89,7 +89,11 @@ class HeadTrainingConfig:
     )
     anchor_model: str | None = field(
         default=None,
-        metadata={"help": "a bundled model whose head the face head corrects instead of starting afresh"},
+        metadata={"help": "a bundled model whose head is the face head, instead of one fitted afresh"},
+    )
+    anchor_correction: bool = field(
+        default=True,
+        metadata={"help": "fit a correction on top of anchor_model's head (false: its head as it is)"},
     )
     general_datasets: list[str] | None = field(
         default=None, metadata={"help": "datasets the general head is fitted on; all when empty"}
@@ -565,9 +569,12 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     standardised = standardiser(data.features)  # (N, F)
     fit = dict(inverse_regularization=config.inverse_regularization, max_iterations=config.max_iterations)
     anchor = load_anchor_score(config.anchor_model, standardiser) if config.anchor_model else None
-    offset = anchor(standardised) if anchor is not None else None
-    fitted = LinearScore(*fit_logistic(standardised, data.labels, data.weights, offset=offset, **fit))
-    face_head = anchor.plus(fitted) if anchor is not None else fitted
+    if anchor is not None and not config.anchor_correction:
+        face_head = anchor
+    else:
+        offset = anchor(standardised) if anchor is not None else None
+        fitted = LinearScore(*fit_logistic(standardised, data.labels, data.weights, offset=offset, **fit))
+        face_head = anchor.plus(fitted) if anchor is not None else fitted
     heads, probe = [face_head], None
     if config.domains:
         chosen = np.array([name in (config.general_datasets or [name]) for name in data.datasets])
@@ -659,7 +666,7 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
         {
             "versions": collect_versions(),
             "git": git_revision(),
-            "command": sys.argv,
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],  # no machine path in what ships
             "started": started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": describe_config(config),
