@@ -458,16 +458,24 @@ class ValidationSet:
     def gather(cls, datasets: Sequence[Dataset], select, standardiser: Standardiser) -> ValidationSet:
         features, labels, groups, sources, domains = [], [], [], [], []
         for dataset in datasets:
-            cached, indices = load_features(dataset.cache, "clean")
-            keep = [position for position, index in enumerate(indices) if dataset.rows[index].split == "val"]
-            features.append(standardiser(select(cached[keep])))
-            for position in keep:
-                row = dataset.rows[indices[position]]
-                labels.append(int(row.label == "fake"))
-                groups.append(f"{row.source}/{row.label}")
-                sources.append(row.source)
-                domains.append(dataset.domains[indices[position]] if dataset.domains else None)
+            cached, rows, row_domains = load_clean_split(dataset, "val", select, standardiser)
+            features.append(cached)
+            labels += [int(row.label == "fake") for row in rows]
+            groups += [f"{row.source}/{row.label}" for row in rows]
+            sources += [row.source for row in rows]
+            domains += row_domains
         return cls(np.concatenate(features), np.array(labels), groups, sources, domains)
+
+
+def load_clean_split(
+    dataset: Dataset, split: str, select, standardiser: Standardiser
+) -> tuple[np.ndarray, list[LabelledImage], list[str | None]]:
+    """One split's cached clean features, standardised (N, F), with their rows and domain labels."""
+    cached, indices = load_features(dataset.cache, "clean")
+    keep = [position for position, index in enumerate(indices) if dataset.rows[index].split == split]
+    rows = [dataset.rows[indices[position]] for position in keep]
+    domains = [dataset.domains[indices[position]] if dataset.domains else None for position in keep]
+    return standardiser(select(cached[keep])), rows, domains
 
 
 def calibrate_domain(
@@ -565,64 +573,10 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
         datasets, config.views, split="train", select=select, pseudo_fake_weight=config.pseudo_fake_weight
     )
     log(f"training on {len(data.labels)} feature rows ({int(data.labels.sum())} fake)")
-    standardiser = Standardiser.fit(data.features)
-    standardised = standardiser(data.features)  # (N, F)
-    fit = dict(inverse_regularization=config.inverse_regularization, max_iterations=config.max_iterations)
-    anchor = load_anchor_score(config.anchor_model, standardiser) if config.anchor_model else None
-    if anchor is not None and not config.anchor_correction:
-        face_head = anchor
-    else:
-        offset = anchor(standardised) if anchor is not None else None
-        fitted = LinearScore(*fit_logistic(standardised, data.labels, data.weights, offset=offset, **fit))
-        face_head = anchor.plus(fitted) if anchor is not None else fitted
-    heads, probe = [face_head], None
-    if config.domains:
-        chosen = np.array([name in (config.general_datasets or [name]) for name in data.datasets])
-        groups = [group for group, keep in zip(data.groups, chosen, strict=True) if keep]
-        heads.append(
-            LinearScore(
-                *fit_logistic(
-                    standardised[chosen],
-                    data.labels[chosen],
-                    compute_group_weights(groups, config.pseudo_fake_weight),
-                    **fit,
-                )
-            )
-        )
-        probe = fit_domain_probe(datasets, select, standardiser, config)
-    del standardised
-
+    standardiser, heads, probe = fit_heads(data, datasets, select, config)
     val = ValidationSet.gather(datasets, select, standardiser)
     names = config.domains or [None]
-    routed = (
-        np.where(probe(val.features) >= 0, 0, 1) if probe is not None else np.zeros(len(val.labels), int)
-    )  # (N,) each image's head, as the model routes it
-    calibrated, domain_entries, thresholds = [], {}, np.zeros(len(val.labels))
-    val_rows = {"data": [f"{Path(m).parent.name}/{Path(m).name}" for m in config.manifests], "split": "val"}
-    for index, (name, head) in enumerate(zip(names, heads, strict=True)):
-        mine = routed == index
-        groups = [group for group, keep in zip(val.groups, mine, strict=True) if keep]
-        temperature, threshold = calibrate_domain(
-            head(val.features[mine]), val.labels[mine], groups, config.target_fpr
-        )
-        calibrated.append(head.scaled(1 / temperature))
-        thresholds[mine] = threshold
-        domain_entries[name] = {
-            "thresholds": {"fake": threshold, "real": threshold},
-            "fitted_on": {
-                **val_rows,
-                "images": int(mine.sum()),
-                "target_fpr": config.target_fpr,
-                "rule": "every real source's false-positive rate at most target_fpr, among the val "
-                "images the domain probe sends to this domain",
-                "temperature": temperature,
-                "temperature_folded_into_head": True,
-            },
-        }
-    scores = np.zeros(len(val.labels))
-    for index, head in enumerate(calibrated):
-        mine = routed == index
-        scores[mine] = 1 / (1 + np.exp(-head(val.features[mine])))
+    calibrated, domain_entries, scores, thresholds = calibrate_heads(val, heads, probe, names, config)
     summary = summarise_scores(scores, val.labels, val.sources, thresholds)
     face = domain_entries[names[0]]
     calibration = {
@@ -651,7 +605,8 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     if probe is not None and val.domains is not None:
         known = np.array([domain is not None for domain in val.domains])
         truth = np.array([domain == names[0] for domain in val.domains])
-        domain_share = {"probe_agreement_with_labels": float(np.mean((routed == 0)[known] == truth[known]))}
+        said_face = probe(val.features) >= 0  # (N,) as the model routes
+        domain_share = {"probe_agreement_with_labels": float(np.mean(said_face[known] == truth[known]))}
     write_json(
         output / "validation.json",
         {
@@ -695,13 +650,10 @@ def fit_domain_probe(
     each (dataset, domain) group weighing the same."""
     features, labels, groups = [], [], []
     for dataset in datasets:
-        cached, indices = load_features(dataset.cache, "clean")
-        keep = [position for position, index in enumerate(indices) if dataset.rows[index].split == "train"]
-        features.append(standardiser(select(cached[keep])))
-        for position in keep:
-            domain = dataset.domains[indices[position]]
-            labels.append(int(domain == config.domains[0]))
-            groups.append(f"{dataset.name}/{domain}")
+        cached, _, domains = load_clean_split(dataset, "train", select, standardiser)
+        features.append(cached)
+        labels += [int(domain == config.domains[0]) for domain in domains]
+        groups += [f"{dataset.name}/{domain}" for domain in domains]
     return LinearScore(
         *fit_logistic(
             np.concatenate(features),
@@ -711,3 +663,67 @@ def fit_domain_probe(
             max_iterations=config.max_iterations,
         )
     )
+
+
+def fit_heads(
+    data: TrainingSet, datasets: Sequence[Dataset], select, config: HeadTrainingConfig
+) -> tuple[Standardiser, list[LinearScore], LinearScore | None]:
+    """The standardisation, the heads (face first; one without domains) and the domain probe."""
+    standardiser = Standardiser.fit(data.features)
+    standardised = standardiser(data.features)  # (N, F)
+    fit = dict(inverse_regularization=config.inverse_regularization, max_iterations=config.max_iterations)
+    anchor = load_anchor_score(config.anchor_model, standardiser) if config.anchor_model else None
+    if anchor is not None and not config.anchor_correction:
+        face_head = anchor
+    else:
+        offset = anchor(standardised) if anchor is not None else None
+        fitted = LinearScore(*fit_logistic(standardised, data.labels, data.weights, offset=offset, **fit))
+        face_head = anchor.plus(fitted) if anchor is not None else fitted
+    if not config.domains:
+        return standardiser, [face_head], None
+    chosen = np.array([name in (config.general_datasets or [name]) for name in data.datasets])
+    groups = [group for group, keep in zip(data.groups, chosen, strict=True) if keep]
+    weights = compute_group_weights(groups, config.pseudo_fake_weight)
+    general_head = LinearScore(*fit_logistic(standardised[chosen], data.labels[chosen], weights, **fit))
+    return standardiser, [face_head, general_head], fit_domain_probe(datasets, select, standardiser, config)
+
+
+def calibrate_heads(
+    val: ValidationSet,
+    heads: Sequence[LinearScore],
+    probe: LinearScore | None,
+    names: Sequence[str | None],
+    config: HeadTrainingConfig,
+) -> tuple[list[LinearScore], dict, np.ndarray, np.ndarray]:
+    """Per domain, on the val images the probe routes there (`calibrate_domain`): the heads with their
+    temperature folded in, each domain's stored entry (thresholds and how they were fitted), and every
+    val image's calibrated score and threshold."""
+    routed = (
+        np.where(probe(val.features) >= 0, 0, 1) if probe is not None else np.zeros(len(val.labels), int)
+    )  # (N,) each image's head, as the model routes it
+    calibrated, entries = [], {}
+    scores, thresholds = np.zeros(len(val.labels)), np.zeros(len(val.labels))
+    data = [f"{Path(manifest).parent.name}/{Path(manifest).name}" for manifest in config.manifests]
+    for index, (name, head) in enumerate(zip(names, heads, strict=True)):
+        mine = routed == index
+        groups = [group for group, keep in zip(val.groups, mine, strict=True) if keep]
+        temperature, threshold = calibrate_domain(
+            head(val.features[mine]), val.labels[mine], groups, config.target_fpr
+        )
+        calibrated.append(head.scaled(1 / temperature))
+        scores[mine] = 1 / (1 + np.exp(-calibrated[-1](val.features[mine])))
+        thresholds[mine] = threshold
+        entries[name] = {
+            "thresholds": {"fake": threshold, "real": threshold},
+            "fitted_on": {
+                "data": data,
+                "split": "val",
+                "images": int(mine.sum()),
+                "target_fpr": config.target_fpr,
+                "rule": "every real source's false-positive rate at most target_fpr, among the val "
+                "images the domain probe sends to this domain",
+                "temperature": temperature,
+                "temperature_folded_into_head": True,
+            },
+        }
+    return calibrated, entries, scores, thresholds
