@@ -28,8 +28,12 @@ def run(args: argparse.Namespace) -> int:
         f"architecture: {info['architecture']} ({info['num_parameters']:,} parameters)",
         "labels:       " + ", ".join(f"{i}={name}" for i, name in info["id2label"].items()),
         f"roles:        real = {', '.join(info['roles']['real'])}; fake = {', '.join(info['roles']['fake'])}",
-        f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}"
-        f" (temperature {info['temperature']})",
+        (
+            f"thresholds:   per domain (temperature {info['temperature']})"
+            if info.get("domain_thresholds")
+            else f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}"
+            f" (temperature {info['temperature']})"
+        ),
         *(
             f"  {name + ':':<11} real < {rule['real']}, fake >= {rule['fake']}"
             for name, rule in (info.get("domain_thresholds") or {}).items()
