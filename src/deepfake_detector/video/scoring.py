@@ -103,7 +103,8 @@ def predict_video(
 
 def compute_clip_domain(domains: list[str | None]) -> str | None:
     """A clip's domain: that of most of its deciding frames (the face domain on a tie, because a
-    clip with faces in half its frames is about those faces); None when the model has no domains."""
+    clip with faces in half its frames is about those faces); None when no frame has one (a model
+    without domains, scoring whole frames)."""
     named = [domain for domain in domains if domain is not None]
     if not named:
         return None
