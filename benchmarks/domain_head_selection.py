@@ -11,7 +11,7 @@ The cross-validation also reads the views ``modern/aug1``, ``modern/aug2`` and `
    `clip-b16-v1` alone; one head fitted on both datasets; `clip-b16-v1`'s head with a correction; each
    of those for faces plus a general head fitted on the modern data and routed by the domain probe;
    and the shipped choice, `clip-b16-v1`'s head as it is plus a general head. Every head is fitted on
-   the clean train views by the recipe's own code (`training.head`).
+   the clean train views (plus ``--face-views``) by the recipe's own code (`training.head`).
 2. The general head by 5-fold cross-validation grouped by ``group`` over `modern/` train+val
    (out-of-fold scores, paired sources pooled): regularisation, augmented views, and 224 px tiles at
    the images' own resolution (the mean of four tiles' logits).
@@ -74,14 +74,14 @@ def val_figures(datasets, standardiser, probe: LinearScore | None, face, general
     return " / ".join(cells[:-1]) + f" | {cells[-1]}"
 
 
-def compare_heads(datasets, config: HeadTrainingConfig) -> None:
-    data = build_training_set(datasets, ["clean"], split="train", select=select)
+def compare_heads(datasets, config: HeadTrainingConfig, face_views: list[str]) -> None:
+    data = build_training_set(datasets, ["clean", *face_views], split="train", select=select)
     standardiser = Standardiser.fit(data.features)
     standardised = standardiser(data.features)
     probe = fit_domain_probe(datasets, select, standardiser, config)
     anchor = load_anchor_score("clip-b16-v1", standardiser)
     modern = np.array([name == "modern" for name in data.datasets])
-    face_rows = np.array([domain == "face" for dataset in datasets for domain in _train_domains(dataset)])
+    face_rows = np.array([domain == "face" for domain in data.domains])
 
     def fit(rows: np.ndarray, c: float, offset: bool = False) -> LinearScore:
         groups = [group for group, keep in zip(data.groups, rows, strict=True) if keep]
@@ -118,12 +118,6 @@ def compare_heads(datasets, config: HeadTrainingConfig) -> None:
     ]
     for name, routing, face, other in rows:
         print(f"| {name} | {val_figures(datasets, standardiser, routing, face, other)} |")
-
-
-def _train_domains(dataset) -> list[str]:
-    """The domain label of each clean training row of ``dataset``, in `build_training_set`'s order."""
-    _, indices = load_features(dataset.cache, "clean")
-    return [dataset.domains[index] for index in indices if dataset.rows[index].split == "train"]
 
 
 def cross_validate_general(dataset, views: list[str], c: float, *, tiles: bool = False) -> str:
@@ -165,6 +159,13 @@ def cross_validate_general(dataset, views: list[str], c: float, *, tiles: bool =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--feature-cache", default="runs/features", help="train-head's feature_cache")
+    parser.add_argument(
+        "--face-views",
+        nargs="*",
+        default=[],
+        help="more views the heads and corrections are fitted on, e.g. faces/aug1 faces/sbi1 (default: "
+        "clean only)",
+    )
     args = parser.parse_args(argv)
     config = HeadTrainingConfig(manifests=MANIFESTS, domains=["face", "general"])
     datasets = [load_dataset(manifest, args.feature_cache) for manifest in MANIFESTS]
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset.domains = label_domains(
             dataset.rows, dataset.cache / "domains.json", all_faces=dataset.name == "faces"
         )
-    compare_heads(datasets, config)
+    compare_heads(datasets, config, args.face_views)
     modern = datasets[1]
     print(
         "\n| general head (grouped 5-fold CV over modern/ train+val) | out-of-fold ROC-AUC, paired pooled |"

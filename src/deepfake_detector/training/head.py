@@ -178,13 +178,15 @@ def parse_view_spec(spec: str) -> tuple[str | None, str]:
 
 @dataclass
 class TrainingSet:
-    """Flattened features with what each row is: label (1 fake), group, dataset, weight."""
+    """Flattened features with what each row is: label (1 fake), group, dataset, weight, and domain
+    label (None where the dataset has none yet)."""
 
     features: np.ndarray
     labels: np.ndarray
     groups: list[str]
     datasets: list[str]
     weights: np.ndarray
+    domains: list[str | None] = field(default_factory=list)
 
 
 def compute_group_weights(groups: Sequence[str], pseudo_fake_weight: float = 1.0) -> np.ndarray:
@@ -211,7 +213,7 @@ def build_training_set(
     Each (source, label) group gets total weight 1 whatever its size; the rows of ``sbi`` views are
     fake (a self-blended real) and form one group of total weight ``pseudo_fake_weight``.
     """
-    parts, labels, groups, names = [], [], [], []
+    parts, labels, groups, names, domains = [], [], [], [], []
     for dataset in datasets:
         for spec in views:
             wanted, view = parse_view_spec(spec)
@@ -229,12 +231,14 @@ def build_training_set(
                 labels.append(1 if pseudo or row.label == "fake" else 0)
                 groups.append(PSEUDO_FAKE_GROUP if pseudo else f"{row.source}/{row.label}")
                 names.append(dataset.name)
+                domains.append(dataset.domains[indices[position]] if dataset.domains else None)
     return TrainingSet(
         np.concatenate(parts).astype(np.float32),
         np.array(labels),
         groups,
         names,
         compute_group_weights(groups, pseudo_fake_weight),
+        domains,
     )
 
 
