@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from deepfake_detector import Detector
+    from deepfake_detector.io.images import load_image
     from deepfake_detector.training.frozen_features import compute_tile_boxes
 
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; load average before {os.getloadavg()}")
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         def tiles_round() -> float:
             started = time.perf_counter()
             for path in paths:
-                with Image.open(path) as opened:
-                    image = opened.convert("RGB")
+                image = load_image(path)
                 side = new.config.vision_config.image_size
                 crops = [image] + [image.crop(box) for box in compute_tile_boxes(*image.size, side)]
                 new.compute_outputs(crops)

@@ -30,9 +30,6 @@ class ModelOutputs:
     logits: np.ndarray
     domain_logits: np.ndarray | None = None
 
-    def __len__(self) -> int:
-        return len(self.logits)
-
     def rows(self, start: int, stop: int) -> ModelOutputs:
         """Rows ``start:stop`` of the batch."""
         domains = None if self.domain_logits is None else self.domain_logits[start:stop]

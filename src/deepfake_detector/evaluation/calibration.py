@@ -325,13 +325,16 @@ def calibrate(
     }
     temperature = compute_temperature(logits, is_fake, fake_ids, **faces_layout)
 
-    def predicted_scores(calibration: Calibration) -> np.ndarray:
-        # The scores `predict` gives with this calibration: the same records, the same rule.
+    def predicted(calibration: Calibration) -> list:
+        # What `predict` gives with this calibration: the same records, the same rule.
         scorer = replace(detector.scorer, calibration=calibration)
-        return np.array([scorer.predict(result, aggregation).fake_score for _, result in kept])  # (N,)
+        return [scorer.predict(result, aggregation) for _, result in kept]
 
-    before = predicted_scores(Calibration())
-    after = predicted_scores(Calibration(temperature=temperature))
+    before = np.array([prediction.fake_score for prediction in predicted(Calibration())])  # (N,)
+    fitted = predicted(Calibration(temperature=temperature))
+    after = np.array([prediction.fake_score for prediction in fitted])  # (N,)
+    # The domain each image is scored in (the model's probe; None for a model without domains).
+    domains = np.array([prediction.domain for prediction in fitted])
     fake_threshold = compute_threshold_at_fpr(labels, after, positive="fake", target_fpr=target_fpr)
     real_threshold = fake_threshold
     if target_fnr is not None:
@@ -341,8 +344,6 @@ def calibrate(
             compute_threshold_at_fnr(labels, after, positive="fake", target_fnr=target_fnr), fake_threshold
         )
     thresholds = Thresholds(real=real_threshold, fake=fake_threshold)
-    # The domain each image is scored in (the model's probe; None for a model without domains).
-    domains = np.array([detector.scorer.predict(result, aggregation).domain for _, result in kept])
     domain_thresholds = _fit_domain_thresholds(
         detector.domains or (), domains, labels, after, target_fpr, target_fnr
     )

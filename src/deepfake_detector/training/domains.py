@@ -23,7 +23,6 @@ from pathlib import Path
 from deepfake_detector.data.labelled import LabelledImage
 from deepfake_detector.scoring import FACE_DOMAIN
 
-DOMAINS = (FACE_DOMAIN, "general")
 # A face whose box is at least this share of the image's shorter side is one the face head can judge:
 # the faces data's crops have faces of 40-70% of the side; 0.15 keeps half-body portraits in.
 MIN_FACE_RATIO = 0.15
@@ -44,7 +43,7 @@ def label_domains(
     all_faces: bool,
     log: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """The domain of every row (`DOMAINS`), detecting faces only for rows not in ``cache_file``.
+    """The domain of every row ("face" or "general"), detecting faces only for rows not in ``cache_file``.
 
     Args:
         rows: The labelled images.

@@ -58,16 +58,14 @@ _FIXED = ("jpeg", "blur", "down")
 TILE_COUNT = 4
 
 
-def compute_tile_boxes(width: int, height: int, tile: int, count: int = TILE_COUNT) -> list[tuple]:
-    """``count`` (1 or 4) square crops of side ``tile`` at the image's own resolution, as
-    (left, top, right, bottom): one centred, or one centred on each quadrant, shifted inside the image.
+def compute_tile_boxes(width: int, height: int, tile: int) -> list[tuple]:
+    """`TILE_COUNT` square crops of side ``tile`` at the image's own resolution, as (left, top, right,
+    bottom): one centred on each quadrant, shifted inside the image.
 
     A side shorter than ``tile`` is taken whole (the processor then resizes that crop): what matters is
     that no crop is ever shrunk, so the generator's pixel-level traces reach the model as they are.
     """
-    if count not in (1, 4):
-        raise ValueError(f"tile count must be 1 or 4, got {count}")
-    fractions = (0.5,) if count == 1 else (0.25, 0.75)
+    fractions = (0.25, 0.75)  # 2 x 2 = TILE_COUNT
 
     def span(length: int, fraction: float) -> tuple[int, int]:
         side = min(tile, length)

@@ -320,22 +320,30 @@ class Standardiser:
         return ((features - self.mean) / self.scale).astype(np.float32)
 
 
-def load_anchor_score(name: str, standardiser: Standardiser, fake_ids: tuple[int, ...] = (1,)) -> LinearScore:
+def load_anchor_score(name: str, standardiser: Standardiser) -> LinearScore:
     """A bundled model's head, temperature applied, as a fake-vs-real logit on ``standardiser``'s
-    features: its own standardisation rewritten into the new one (an exact linear identity)."""
+    features: its own standardisation rewritten into the new one (an exact linear identity).
+
+    Raises:
+        ValueError: The head has not exactly one real and one fake class.
+    """
     from safetensors.numpy import load_file
 
     from deepfake_detector.modeling.checkpoints import bundled_model_folder
+    from deepfake_detector.modeling.labels import resolve_label_roles
     from deepfake_detector.scoring import CONFIG_KEY
 
     folder = bundled_model_folder(name)
     head = load_file(folder / "head.safetensors")
-    stored = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY) or {}
-    temperature = float(stored.get("temperature", 1.0))
+    config = json.loads((folder / "config.json").read_text())
+    roles = resolve_label_roles(config["id2label"])  # the fake class by its name, never by position
+    if len(roles.fake_ids) != 1 or len(roles.real_ids) != 1:
+        raise ValueError(f"{name}: an anchor head needs one real and one fake class, got {roles.to_dict()}")
+    (fake,), (real,) = roles.fake_ids, roles.real_ids
+    temperature = float((config.get(CONFIG_KEY) or {}).get("temperature", 1.0))
     weight, bias = head["classifier.weight"], head["classifier.bias"]  # (2, F), (2,)
-    fake = fake_ids[0]
-    direction = (weight[fake] - weight[1 - fake]) / temperature  # (F,) on the anchor's standardisation
-    offset = float(bias[fake] - bias[1 - fake]) / temperature
+    direction = (weight[fake] - weight[real]) / temperature  # (F,) on the anchor's standardisation
+    offset = float(bias[fake] - bias[real]) / temperature
     # z_anchor = (x - m_a) / s_a = (z * s + m - m_a) / s_a
     coef = direction * standardiser.scale / head["feature_scale"]
     intercept = offset + float(
