@@ -152,22 +152,26 @@ def run_timed(command: list[str], log: Path) -> tuple[float, float]:
     return wall_s, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def _pipeline_rows(path: Path, fake_labels: set[str]) -> dict[str, tuple[float, str]]:
+# "Top-1" is the side of 0.5 the fake score falls on (the checkpoint's argmax for two classes), for
+# both programs: predict's `label` follows its calibrated verdict, which the pipeline knows nothing of.
+
+
+def _pipeline_rows(path: Path, fake_labels: set[str]) -> dict[str, tuple[float, bool]]:
     rows = {}
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        scores = row["scores"]
-        rows[row["source"]] = (sum(scores[name] for name in fake_labels), max(scores, key=scores.get))
+        fake_score = sum(row["scores"][name] for name in fake_labels)
+        rows[row["source"]] = (fake_score, fake_score >= 0.5)
     return rows
 
 
-def _predict_rows(path: Path) -> dict[str, tuple[float, str]]:
+def _predict_rows(path: Path) -> dict[str, tuple[float, bool]]:
     rows = {}
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if row["error"]:
             raise SystemExit(f"predict failed on {row['source']}: {row['error']}")
-        rows[row["source"]] = (row["fake_score"], row["label"])
+        rows[row["source"]] = (row["fake_score"], row["fake_score"] >= 0.5)
     return rows
 
 

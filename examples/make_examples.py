@@ -1,20 +1,31 @@
-"""Writes the demo's example images: a real public-domain photo and manipulated versions of it that the
-project's own code makes. Nothing here comes from the training data.
+"""Writes the demo's example images: real public-domain photos and manipulations of them that the
+project's own code makes, in two folders named by what each image really is (``real/`` and ``fake/``,
+the layout ``evaluate --data`` reads). Nothing here comes from the training data, and no figure of the
+model's accuracy should be read from six pictures: the model card has those.
 
-The real photo is scikit-image's ``astronaut`` sample (NASA portrait of astronaut Eileen Collins, public
-domain; it ships inside the scikit-image wheel, so no download). From it:
+The real photos ship inside pip packages, so nothing is downloaded: scikit-image's ``astronaut`` (NASA
+portrait of astronaut Eileen Collins, "no known copyright restrictions, released into the public
+domain", its docstring says) and ``rocket`` (a SpaceX launch photo, released into the public domain),
+and matplotlib's ``grace_hopper.jpg`` (US Navy portrait of Grace Hopper, a work of the US federal
+government; matplotlib added it in PR #1599 as a public-domain image). They make:
 
-- ``astronaut.jpg``: the whole photo, as a user would upload it;
-- ``astronaut-face.jpg``: the face, cropped and framed like the training images (the face at the centre);
-- ``astronaut-face-blended.jpg``: the face blended with an altered copy of itself
-  (`deepfake_detector.training.pseudo_fakes.make_self_blended`): the seam a face swap leaves;
-- ``astronaut-face-retouched.jpg``: eyes enlarged with a local warp, a classic Photoshop retouch;
-- ``astronaut-face-small.jpg``: the real face shrunk to 64 px and saved at JPEG quality 30, the
-  low-resolution, compressed kind of upload the seed card names as a weakness.
+- ``real/astronaut.jpg``: the whole photo, as a user would upload it;
+- ``real/astronaut-face.jpg``: the face, cropped and framed like the training images (the face at the
+  centre);
+- ``real/astronaut-face-small.jpg``: the real face shrunk to 64 px and saved at JPEG quality 30, the
+  low-resolution, compressed kind of upload the seed card names as a weakness;
+- ``real/rocket.jpg``: a photo without a face, so that the demo shows a ``general`` image judged by the
+  general head;
+- ``fake/astronaut-face-swapped.jpg``: a face swap: Grace Hopper's face pasted over the astronaut's,
+  scaled to her face box, its colours matched, its edge feathered (`swap_face`), the cut-and-paste
+  kind of swap in the training data's ``lfw_faceswap`` source;
+- ``fake/astronaut-face-blended.jpg``: the face blended with an altered copy of itself
+  (`deepfake_detector.training.pseudo_fakes.make_self_blended`): the seam a face swap leaves, without
+  the new face;
+- ``fake/astronaut-face-retouched.jpg``: eyes enlarged with a local warp, a classic Photoshop retouch.
 
-And one photo without a face, so that the demo shows a ``general`` image judged by the general head:
-``rocket.jpg``, scikit-image's ``rocket`` sample (a SpaceX launch photo, public domain, also inside the
-wheel).
+The default model catches the swap and misses the subtler two (their scores are low): the demo shows
+both, as they are.
 
 Usage: ``python examples/make_examples.py OUT_DIR`` (``make demo`` runs it into build/examples).
 """
@@ -27,7 +38,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 # Framing of the training images: the face box (dlib's, eyebrows to chin) takes about half the side.
 FACE_FRAMING_RATIO = 2.0
@@ -43,14 +54,23 @@ def load_sample(name: str) -> Image.Image:
     return Image.fromarray(getattr(data, name)())  # (H, W, 3) uint8
 
 
+def load_grace_hopper() -> Image.Image:
+    """matplotlib's sample portrait of Grace Hopper: (600, 512) RGB."""
+    from deepfake_detector.optional import require
+
+    cbook = require("matplotlib.cbook", "dev")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
+        return image.convert("RGB")
+
+
 def crop_face(photo: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The face, framed like the training images, and the face box within that crop."""
+    """The (first) face, framed like the training images, and the face box within that crop."""
     from deepfake_detector.faces.backends import load_face_detector
     from deepfake_detector.faces.boxes import compute_crop_box
 
     boxes = load_face_detector("dlib-hog").detect(photo)
     if not boxes:
-        raise SystemExit("make_examples: no face found in the astronaut photo")
+        raise SystemExit("make_examples: no face found in a sample photo")
     box = boxes[0]
     crop_box = compute_crop_box(box, photo.size, FACE_FRAMING_RATIO)
     scale = FACE_SIDE_PX / (crop_box[2] - crop_box[0])
@@ -97,25 +117,67 @@ def enlarge_eyes(
     return Image.fromarray(np.clip(warped + 0.5, 0, 255).astype(np.uint8))
 
 
+def swap_face(
+    target: Image.Image,
+    target_box: tuple[int, int, int, int],
+    source: Image.Image,
+    source_box: tuple[int, int, int, int],
+    feather_px: float = 8.0,
+) -> Image.Image:
+    """Pastes the source's face over the target's: a face swap as the early tools made them.
+
+    The source is scaled and shifted so that its face box lands on the target's (no landmarks: the
+    landmark model's terms exclude commercial use), its colours are matched to the target's face (mean
+    and spread per channel inside the pasted region), and it is blended in through an ellipse over the
+    face box, feathered by ``feather_px``, so the seam is soft rather than a hard cut.
+    """
+    (t_left, t_top, t_right, t_bottom), (s_left, s_top, s_right, s_bottom) = target_box, source_box
+    scale_x, scale_y = (s_right - s_left) / (t_right - t_left), (s_bottom - s_top) / (t_bottom - t_top)
+    # Image.transform's AFFINE maps output (x, y) to input (a x + b y + c, d x + e y + f).
+    affine = (scale_x, 0.0, s_left - t_left * scale_x, 0.0, scale_y, s_top - t_top * scale_y)
+    aligned = source.transform(target.size, Image.Transform.AFFINE, affine, Image.Resampling.BICUBIC)
+
+    # dlib's box runs from the eyebrows to the chin: the ellipse is a little narrower and lower.
+    centre_x, centre_y = (t_left + t_right) / 2, (t_top + t_bottom) / 2 + 0.05 * (t_bottom - t_top)
+    radius_x, radius_y = 0.45 * (t_right - t_left), 0.525 * (t_bottom - t_top)
+    ellipse = Image.new("L", target.size, 0)
+    ImageDraw.Draw(ellipse).ellipse(
+        [centre_x - radius_x, centre_y - radius_y, centre_x + radius_x, centre_y + radius_y], fill=255
+    )
+    mask = np.asarray(ellipse.filter(ImageFilter.GaussianBlur(feather_px)), dtype=np.float32) / 255.0
+    mask = mask[..., None]  # (H, W, 1)
+
+    pasted = np.asarray(aligned, dtype=np.float32)  # (H, W, 3)
+    original = np.asarray(target, dtype=np.float32)  # (H, W, 3)
+    inside = mask[..., 0] > 0.5
+    pasted_mean, pasted_std = pasted[inside].mean(axis=0), pasted[inside].std(axis=0)  # (3,) each
+    original_mean, original_std = original[inside].mean(axis=0), original[inside].std(axis=0)
+    pasted = (pasted - pasted_mean) / (pasted_std + 1e-6) * original_std + original_mean
+    swapped = pasted * mask + original * (1.0 - mask)
+    return Image.fromarray(np.clip(swapped + 0.5, 0, 255).astype(np.uint8))
+
+
 def make_examples(out_dir: Path) -> list[Path]:
-    """Writes the example JPEGs into ``out_dir`` and returns their paths."""
+    """Writes the example JPEGs into ``out_dir/real`` and ``out_dir/fake`` and returns their paths."""
     from deepfake_detector.training.pseudo_fakes import make_self_blended
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     photo = load_sample("astronaut")
     face, face_box = crop_face(photo)
+    hopper_face, hopper_box = crop_face(load_grace_hopper())
     small = face.resize((64, 64), Image.Resampling.BILINEAR)
     images = {
-        "astronaut.jpg": (photo, 90),
-        "astronaut-face.jpg": (face, 90),
-        "astronaut-face-blended.jpg": (make_self_blended(face, random.Random(SEED)), 90),
-        "astronaut-face-retouched.jpg": (enlarge_eyes(face, face_box), 90),
-        "astronaut-face-small.jpg": (small, 30),
-        "rocket.jpg": (load_sample("rocket"), 90),
+        "real/astronaut.jpg": (photo, 90),
+        "real/astronaut-face.jpg": (face, 90),
+        "real/astronaut-face-small.jpg": (small, 30),
+        "real/rocket.jpg": (load_sample("rocket"), 90),
+        "fake/astronaut-face-swapped.jpg": (swap_face(face, face_box, hopper_face, hopper_box), 90),
+        "fake/astronaut-face-blended.jpg": (make_self_blended(face, random.Random(SEED)), 90),
+        "fake/astronaut-face-retouched.jpg": (enlarge_eyes(face, face_box), 90),
     }
     written = []
     for name, (image, quality) in images.items():
         path = out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, "JPEG", quality=quality)
         written.append(path)
     return written

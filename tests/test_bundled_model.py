@@ -127,3 +127,19 @@ def test_the_default_says_what_it_saw_a_face_or_a_general_image(tmp_path):
     assert (rocket.domain, rocket.detector) == ("general", "general-head")
     general = detector.calibration.thresholds_for("general")
     assert rocket.verdict == ("fake" if rocket.fake_score >= general.fake else "real")
+
+
+def test_the_default_decides_face_clips_by_its_video_threshold():
+    """Its video threshold, fitted on the val half of the FF++ dev clips (benchmarks/video_threshold.py),
+    is read with the rest of the calibration and decides face clips; general clips keep their image
+    rule, as the threshold was fitted on face clips only."""
+    from deepfake_detector.scan_report.settings import load_stored_calibration
+
+    calibration = load_stored_calibration(DEFAULT_MODEL)
+    face = calibration.rule_for("face", video=True)
+    assert face.origin == "video" and 0.0 < face.thresholds.fake < calibration.thresholds_for("face").fake
+    assert calibration.rule_for("face").origin == "image"  # images keep theirs
+    assert calibration.rule_for("general", video=True).origin == "image"
+    fitted_on = json.loads((bundled_model_folder(DEFAULT_MODEL) / "config.json").read_text())[CONFIG_KEY]
+    fitted_on = fitted_on["video"]["fitted_on"]
+    assert fitted_on["split"].startswith("val") and fitted_on["scored_with"]["faces"] is True

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -99,7 +100,9 @@ def test_bad_inputs_become_error_rows_and_the_rest_is_scored(
     }
     for row in scored:
         assert 0.0 <= row["fake_score"] <= 1.0 and row["verdict"] in ("real", "fake")
-        assert row["label"] in ("Realism", "Deepfake") and row["model"] == str(seed_checkpoint)
+        assert row["label"] == {"real": "Realism", "fake": "Deepfake"}[row["verdict"]]  # follows the verdict
+        assert row["threshold"] == 0.5 and row["threshold_from"] == "image" and row["uncertain_from"] is None
+        assert row["model"] == str(seed_checkpoint)
     assert not any(source.endswith("notes.txt") for source in rows)
 
 
@@ -129,9 +132,10 @@ def test_globs_and_formats_agree(tmp_path, good_folder, seed_checkpoint, capsys)
         assert float(b["fake_score"]) == a["fake_score"] and b["verdict"] == a["verdict"] and b["error"] == ""
     assert main(["predict", pattern, "--model", str(seed_checkpoint), "-q", "--threshold", "0.0"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["verdict", "fake_score", "domain", "label", "source"]
+    assert table[0].split() == ["verdict", "fake_score", "threshold", "domain", "source"]
     assert len(table) == 1 + len(jpgs) and all(line.startswith("fake") for line in table[1:])
-    assert all(line.split()[2] == "-" for line in table[1:])  # a checkpoint without domains
+    assert all(line.split()[2] == "0" for line in table[1:])  # the caller's --threshold, as it decided
+    assert all(line.split()[3] == "-" for line in table[1:])  # a checkpoint without domains
 
 
 def test_every_format_carries_the_domain_and_the_table_shows_it(
@@ -158,27 +162,36 @@ def test_every_format_carries_the_domain_and_the_table_shows_it(
         assert {row["source"]: (row["domain"], row["detector"]) for row in rows} == expected
     assert main(args) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["verdict", "fake_score", "domain"]
-    assert {line.split()[-1]: line.split()[2] for line in table[1:]} == {
+    assert table[0].split()[:4] == ["verdict", "fake_score", "threshold", "domain"]
+    assert {line.split()[-1]: line.split()[3] for line in table[1:]} == {
         source: domain for source, (domain, _) in expected.items()
     }
 
 
-def test_a_csv_of_an_earlier_version_is_not_resumed_into(tmp_path, good_folder, seed_checkpoint):
+@pytest.mark.parametrize(
+    "added",
+    [
+        ("threshold", "uncertain_from", "threshold_from"),  # the last release: rows without their threshold
+        ("domain", "detector", "threshold", "uncertain_from", "threshold_from"),  # before rows had a domain
+    ],
+)
+def test_a_csv_of_an_earlier_version_is_not_resumed_into(tmp_path, good_folder, seed_checkpoint, added):
     out = tmp_path / "old.csv"
     args = ["predict", str(good_folder), "--model", str(seed_checkpoint), "-o", str(out), "-q"]
     assert main(args) == 0
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    older = [name for name in rows[0] if name not in ("domain", "detector")]
-    with open(out, "w", newline="") as handle:  # as predict wrote it before rows carried a domain
+    older = [name for name in rows[0] if name not in added]
+    with open(out, "w", newline="") as handle:  # as predict wrote it before rows carried those columns
         writer = csv.DictWriter(handle, older, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows[:2])
+    before = out.read_text()
     with pytest.raises(
-        SystemExit, match=re.escape("earlier version, without the column(s) domain, detector")
+        SystemExit, match=re.escape(f"earlier version, without the column(s) {', '.join(added)}")
     ):
         main([*args, "--resume"])
+    assert out.read_text() == before  # refused before writing a row: no file with two headers
 
 
 def test_no_match_glob_is_an_error_row(tmp_path, seed_checkpoint, capsys):
@@ -307,3 +320,80 @@ def test_manifest_inputs_are_scored_like_named_ones(tmp_path, good_folder, seed_
         main(["predict", "--model", str(seed_checkpoint)])
     (tmp_path / "bad.csv").write_text("file\nx.jpg\n")
     assert main(["predict", "--manifest", str(tmp_path / "bad.csv"), "--model", str(seed_checkpoint)]) == 2
+
+
+def _checkpoint_with_threshold(seed_checkpoint: Path, folder: Path, threshold: float) -> Path:
+    """A copy of the seed checkpoint that stores ``threshold`` as its calibrated one (full digits)."""
+    shutil.copytree(seed_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["deepfake_detector"] = {"temperature": 1.0, "thresholds": {"real": threshold, "fake": threshold}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_label_never_disagrees_with_the_verdict(tmp_path, varied_images, seed_checkpoint):
+    from deepfake_detector import Detector
+
+    inputs = [str(path) for path in varied_images]
+    scores = sorted(
+        p.fake_score for p in Detector.from_pretrained(seed_checkpoint, device="cpu").predict(inputs)
+    )
+    # A stored threshold that puts a score between 0.5 and the threshold: there the checkpoint's top
+    # class (the old label, the verdict at 0.5) and the verdict part ways.
+    nearest = min(scores, key=lambda score: abs(score - 0.5))
+    threshold = float(np.nextafter(nearest, 1.0)) if nearest >= 0.5 else nearest
+    model = _checkpoint_with_threshold(seed_checkpoint, tmp_path / "calibrated", threshold)
+    out = tmp_path / "rows.jsonl"
+    assert main(["predict", *inputs, "--model", str(model), "-o", str(out), "-q"]) == 0
+    rows = _read_jsonl(out)
+    top_class = {row["source"]: "Deepfake" if row["fake_score"] >= 0.5 else "Realism" for row in rows}
+    assert any(
+        top_class[row["source"]] != {"fake": "Deepfake", "real": "Realism"}[row["verdict"]] for row in rows
+    )
+    for row in rows:
+        assert row["label"] == {"fake": "Deepfake", "real": "Realism"}[row["verdict"]]
+        assert row["threshold"] == threshold and row["threshold_from"] == "image"
+    # With an uncertain band, the band's rows say "uncertain" in both columns, and the band's edge.
+    assert (
+        main(["predict", *inputs, "--model", str(model), "-o", str(out), "-q", "--uncertain-band", "0", "1"])
+        == 0
+    )
+    for row in _read_jsonl(out):
+        assert row["verdict"] == row["label"] == "uncertain"
+        assert (row["uncertain_from"], row["threshold"], row["threshold_from"]) == (0.0, 1.0, "caller")
+
+
+def test_files_keep_full_precision_and_the_table_rounds(tmp_path, good_folder, seed_checkpoint, capsys):
+    threshold = 0.12345678901234
+    model = _checkpoint_with_threshold(seed_checkpoint, tmp_path / "calibrated", threshold)
+    args = ["predict", str(good_folder), "--model", str(model), "-q"]
+    assert main([*args, "-o", str(tmp_path / "rows.jsonl")]) == 0
+    assert main([*args, "-o", str(tmp_path / "rows.csv")]) == 0
+    rows = _read_jsonl(tmp_path / "rows.jsonl")
+    with open(tmp_path / "rows.csv", newline="") as handle:
+        flat = {row["source"]: row for row in csv.DictReader(handle)}
+    for row in rows:
+        assert row["threshold"] == threshold  # every digit, as stored
+        assert flat[row["source"]]["threshold"] == repr(threshold)
+        assert float(flat[row["source"]]["fake_score"]) == row["fake_score"]
+    assert main(args) == 0
+    table = {line.split()[-1]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    for row in rows:
+        verdict, score, shown_threshold = table[row["source"]][:3]
+        assert verdict == row["verdict"] and shown_threshold == "0.123"
+        assert score == f"{row['fake_score']:.3g}" != repr(row["fake_score"])  # rounded for people
+
+
+def test_info_rounds_for_people_and_its_json_keeps_every_digit(tmp_path, seed_checkpoint, capsys):
+    model = _checkpoint_with_threshold(seed_checkpoint, tmp_path / "calibrated", 0.8590627312660217)
+    config = json.loads((model / "config.json").read_text())
+    config["deepfake_detector"]["temperature"] = 0.8716624441599015
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["info", "--model", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "thresholds:   fake >= 0.859 (temperature 0.872)" in text
+    assert "video:        clips decided by the image thresholds" in text
+    assert "0.8590627312660217" not in text and "0.8716624441599015" not in text
+    assert main(["info", "--model", str(model), "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["thresholds"]["fake"] == 0.8590627312660217 and info["temperature"] == 0.8716624441599015

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -34,6 +33,7 @@ from deepfake_detector.io.images import load_image
 from deepfake_detector.scoring import CONFIG_KEY
 
 from .conftest import SEED_LABELS, build_tiny_vit, jpeg_bytes
+from .doc_pages import code_blocks
 
 PLOTS = ("confusion_matrix.png", "roc.png", "precision_recall.png", "reliability.png", "robustness.png")
 
@@ -284,9 +284,7 @@ def test_evaluate_on_an_image_folder_and_bad_labels(checkpoint, tmp_path, capsys
 
 
 def test_readme_evaluation_commands_run(checkpoint, tmp_path, monkeypatch):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Evaluation and calibration", 1)[1]
-    commands = re.search(r"```console\n(.*?)```", section, flags=re.S).group(1).splitlines()
+    commands = code_blocks("docs/evaluation.md", "# Evaluation and calibration", "console")[0].splitlines()
     shutil.copytree(checkpoint, tmp_path / "my-checkpoint")
     (tmp_path / "faces").mkdir()
     rows = [["path", "label", "source", "split"]]

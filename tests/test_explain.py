@@ -264,11 +264,10 @@ def test_explanation_holds_maps_at_image_and_patch_size_and_the_predict_score(de
     for values in (explanation.heatmap, explanation.token_map):
         assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() == pytest.approx(1.0)
     prediction = detector.predict(image)
-    assert (explanation.fake_score, explanation.label, explanation.verdict) == (
-        prediction.fake_score,
-        prediction.label,
-        prediction.verdict,
-    )
+    decision = ("fake_score", "label", "verdict", "threshold", "uncertain_from", "threshold_from")
+    assert [getattr(explanation, name) for name in decision] == [
+        getattr(prediction, name) for name in decision
+    ]
     row = explanation.to_dict()
     assert json.loads(json.dumps(row)) == row  # no arrays: they go to .npy files
     assert row["image_size"] == [90, 60] and row["method"] == "gradcam" and row["error"] is None

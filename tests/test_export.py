@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from deepfake_detector import Detector
 from deepfake_detector.cli.main import main
 from deepfake_detector.inference.engines import EngineError
 from deepfake_detector.inference.parity import compute_score_parity
+
+from .doc_pages import code_blocks
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
@@ -121,9 +122,8 @@ def test_export_rejects_unknown_format_and_quantisation(seed_checkpoint, tmp_pat
 
 
 def test_readme_speed_commands_run(seed_checkpoint, varied_images, tmp_path):
-    """The README's Speed section runs as written, so it can't rot."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.findall(r"```console\n(.*?)```", readme.split("### Speed", 1)[1], flags=re.S)[0]
+    """docs/speed.md's commands run as written, so they can't rot."""
+    block = code_blocks("docs/speed.md", "# Speed", "console")[0]
     shutil.copytree(seed_checkpoint, tmp_path / "my-checkpoint")
     (tmp_path / "uploads" / "day1").mkdir(parents=True)
     jpegs = [path for path in varied_images if path.suffix == ".jpg"]

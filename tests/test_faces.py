@@ -84,7 +84,8 @@ def test_every_face_is_scored_as_its_crop_and_the_image_takes_the_most_fake(dete
         assert side == pytest.approx(1.3 * max(face.box[2] - face.box[0], face.box[3] - face.box[1]), abs=1)
         alone = detector.predict(image.crop(face.crop_box))
         assert face.fake_score == pytest.approx(alone.fake_score, abs=1e-6)
-        assert face.label == alone.label
+        assert face.verdict == alone.verdict and face.threshold == alone.threshold
+        assert face.label == {"fake": "Deepfake", "real": "Realism", "uncertain": "uncertain"}[face.verdict]
     scores = [face.fake_score for face in prediction.faces]
     assert scores[0] != pytest.approx(scores[1], abs=1e-4)  # the faces differ, so the rule matters
     assert prediction.fake_score == max(scores)
@@ -98,6 +99,7 @@ def test_every_face_is_scored_as_its_crop_and_the_image_takes_the_most_fake(dete
         "fake_score",
         "verdict",
         "domain",
+        "threshold",
     }
 
 
@@ -141,7 +143,7 @@ def test_plain_rows_keep_their_format(detector):
     row = detector.predict(image).to_dict()
     assert list(row) == [
         *("source", "label", "fake_score", "verdict", "model", "revision", "error"),
-        *("decided_by", "domain", "detector", "provenance"),
+        *("decided_by", "domain", "detector", "threshold", "uncertain_from", "threshold_from", "provenance"),
     ]
 
 

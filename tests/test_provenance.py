@@ -292,10 +292,13 @@ def test_cli_rows_and_the_off_switch(tmp_path, chain, seed_checkpoint, capsys):
     )
     assert main(["predict", *common, "--format", "csv"]) == 0
     header, line = capsys.readouterr().out.strip().splitlines()
-    assert header.split(",")[-5:] == [
+    assert header.split(",")[-8:] == [
         "decided_by",
         "domain",
         "detector",
+        "threshold",
+        "uncertain_from",
+        "threshold_from",
         "ai_declared",
         "provenance_evidence",
     ]

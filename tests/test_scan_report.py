@@ -113,7 +113,7 @@ def domain_run(tmp_path_factory, domain_checkpoint, varied_images) -> SimpleName
 @pytest.fixture(scope="module")
 def calibrated_domain_run(tmp_path_factory, calibrated_domain_checkpoint, varied_images) -> SimpleNamespace:
     """``predict --report`` runs of a checkpoint whose face and general thresholds are far apart (faces
-    fake at or above 0.1235; general images real below 0.3, fake at or above 0.9543): one with its own
+    fake at or above 0.123; general images real below 0.3, fake at or above 0.954): one with its own
     thresholds, one with ``--threshold 0.5``."""
     root = tmp_path_factory.mktemp("calibrated-domain-run")
     args = [
@@ -158,6 +158,8 @@ def test_rows_read_back_from_jsonl_json_and_csv_are_predicts_rows(mixed_run, tmp
     for source, row in flat.items():  # typed like the JSON rows, for the columns CSV has
         assert row["fake_score"] == by_source[source]["fake_score"]
         assert row["verdict"] == by_source[source]["verdict"] and row["error"] == by_source[source]["error"]
+        for name in ("label", "threshold", "uncertain_from", "threshold_from"):  # threshold: a float again
+            assert row[name] == by_source[source][name], name
     assert is_video_row(flat[str(mixed_run.uploads / "clip.mp4")])  # told apart by its suffix
 
 
@@ -375,6 +377,24 @@ def test_thresholds_come_from_the_run_or_the_checkpoint_only_when_every_verdict_
     assert mixed.thresholds is None and "other thresholds" in mixed.thresholds_source
     hub = resolve_run_settings([{**at_half[0], "model": "someone/not-cached-anywhere"}])
     assert hub.thresholds is None and "can't be found" in hub.thresholds_source
+
+
+def test_a_clip_decided_by_a_video_threshold_shows_it_and_leaves_the_runs_rules_known(mixed_run, tmp_path):
+    from deepfake_detector.scan_report.page import _entry
+
+    at_half = [
+        {**row, "verdict": "fake" if row["fake_score"] >= 0.5 else "real"}
+        for row in mixed_run.rows
+        if row["error"] is None
+    ]
+    # A clip at 0.6 called real by a video threshold of 0.7: the image rule (0.5) would call it fake.
+    clip = {**at_half[0], "source": "clip.mp4", "kind": "video", "fake_score": 0.6, "verdict": "real"}
+    decided = {**clip, "threshold": 0.7, "uncertain_from": None, "threshold_from": "video"}
+    assert resolve_run_settings([*at_half, decided]).thresholds == Thresholds()
+    assert resolve_run_settings([*at_half, clip]).thresholds is None  # a row that doesn't say: disagrees
+    card = _entry(0, decided, None, {}).card
+    assert (card["threshold"], card["uncertain_from"], card["threshold_from"]) == (0.7, None, "video")
+    assert "label" not in card  # the deprecated label is not shown: the verdict is
 
 
 def test_a_domain_models_rows_are_checked_against_their_own_domains_thresholds(calibrated_domain_run):
@@ -662,7 +682,7 @@ def test_mixed_run_page_shows_the_counts_filters_and_runs_no_hostile_script(brow
         assert page.locator(f"#count-{key} .number").inner_text() == str(expected[key])
     generated = next(row for row in mixed_run.rows if row["source"].endswith("generated.png"))
     assert int(page.locator("#count-provenance").get_attribute("data-count")) == 1
-    assert f"fake at or above {mixed_run.threshold:.4g}" in page.locator("#run-table").inner_text()
+    assert f"fake at or above {mixed_run.threshold:.3g}" in page.locator("#run-table").inner_text()
     assert page.locator("#histogram .hist-threshold").count() == 1
     assert sorted(shown(page)) == sorted(row["source"] for row in mixed_run.rows)
 
@@ -751,8 +771,8 @@ def test_a_domain_models_page_shows_each_domains_thresholds(browser, calibrated_
     page = browser
     open_report(page, calibrated_domain_run.own.report)
     run_table = page.locator("#run-table").inner_text()
-    assert "Thresholds\tfaces: fake at or above 0.1235\ngeneral images: real below 0.3" in run_table
-    assert "uncertain between, fake at or above 0.9543" in run_table and "disagree" not in run_table
+    assert "Thresholds\tfaces: fake at or above 0.123\ngeneral images: real below 0.3" in run_table
+    assert "uncertain between, fake at or above 0.954" in run_table and "disagree" not in run_table
     assert "other rows" not in run_table  # every row has a domain with its own rule
     # One dashed line per threshold, each domain's labelled once, at its fake threshold.
     lines = page.locator("#histogram .hist-threshold")
@@ -765,19 +785,19 @@ def test_a_domain_models_page_shows_each_domains_thresholds(browser, calibrated_
     assert labels == ["face", "general image"]
     caption = page.locator("#histogram-caption").inner_text()
     assert (
-        "each domain's thresholds (faces: fake at or above 0.1235; general images: real below 0.3" in caption
+        "each domain's thresholds (faces: fake at or above 0.123; general images: real below 0.3" in caption
     )
     # A card's bar and details show its own domain's rule.
     page.locator("#filter-domain").select_option("face")
     bar = page.locator("#grid .card .bar").first
     assert bar.locator(".marker").count() == 1
-    assert bar.get_attribute("title").endswith("fake at or above 0.1235 (faces' threshold)")
+    assert bar.get_attribute("title").endswith("fake at or above 0.123 (faces' threshold)")
     page.locator("#filter-domain").select_option("general")
     assert page.locator("#grid .card .bar").first.locator(".marker").count() == 2
     page.locator("#grid .card .more").first.click()
     facts = page.locator("#details-body table.facts").first.inner_text()
     assert (
-        "threshold: real below 0.3, uncertain between, fake at or above 0.9543 (general images' threshold)"
+        "threshold: real below 0.3, uncertain between, fake at or above 0.954 (general images' threshold)"
         in facts
     )
     page.locator("#details-close").click()
@@ -835,7 +855,7 @@ def test_face_boxes_are_drawn_where_the_faces_are_and_the_heatmap_toggles(browse
     (face,) = row["faces"]
     open_report(browser, report)
     box = browser.locator("#grid .card .face")
-    assert box.count() == 1 and box.inner_text() == f"{face['fake_score']:.3f}"
+    assert box.count() == 1 and box.inner_text() == f"{face['fake_score']:.3g}"
     left, top = face["box"][0] / 480 * 100, face["box"][1] / 320 * 100
     style = box.evaluate("b => [parseFloat(b.style.left), parseFloat(b.style.top)]")
     assert style == pytest.approx([left, top], abs=0.01)

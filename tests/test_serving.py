@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ from deepfake_detector.serving.config import API_KEY_ENV, ServeConfig  # noqa: E
 from deepfake_detector.serving.errors import ERROR_CODES  # noqa: E402
 
 from .conftest import jpeg_bytes  # noqa: E402
+from .doc_pages import code_blocks  # noqa: E402
 from .media import picture_with_faces, write_video  # noqa: E402
 from .serving_helpers import CountingDetector, running_server  # noqa: E402
 
@@ -137,6 +137,9 @@ def test_predict_gives_the_librarys_records_for_each_upload(server, detector, va
             "decided_by",
             "domain",
             "detector",
+            "threshold",
+            "uncertain_from",
+            "threshold_from",
             "provenance",
         )
         assert {key: record[key] for key in same} == {key: library[key] for key in same}
@@ -422,8 +425,7 @@ def test_readme_serving_commands_run(server, face_video, tmp_path):
     pytest.importorskip("dlib", reason="the faces extra is not installed")
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = re.findall(r"```console\n(.*?)```", readme.split("### Serving", 1)[1], flags=re.S)[0]
+    block = code_blocks("docs/serving.md", "# Serving: REST API and web page", "console")[0]
     serve_line, *curl_lines = [line for line in block.splitlines() if line.strip()]
     # Running `serve` would block; its flags must parse as written.
     args = build_parser().parse_args(shlex.split(serve_line)[1:])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import shlex
 import shutil
 from contextlib import redirect_stdout
@@ -20,7 +19,9 @@ from deepfake_detector.aggregation import FrameAggregation
 from deepfake_detector.cli.main import main
 from deepfake_detector.errors import VideoLoadError
 from deepfake_detector.faces.backends import load_face_detector
+from deepfake_detector.scoring import Thresholds
 from deepfake_detector.video.decode import FrameSampling, VideoReader
+from tests.doc_pages import code_blocks
 from tests.media import (
     background,
     iou,
@@ -223,7 +224,7 @@ def test_cli_scores_videos_and_images_together(tmp_path, seed_checkpoint):
     assert lines[0][-4:] == ["4", "False", "4", "0"] and lines[1][-4:] == ["1", "False", "", ""]
 
     code, out = _run(["predict", str(video), "--faces", "--frames", "3", *model])
-    assert code == 0 and "(video)" in out and "[3 frames, mean, 0 without a face]" in out
+    assert code == 0 and "[3 frames, mean, image threshold, 0 without a face]" in out
 
 
 def test_cli_timeline_and_plain_image_rows(tmp_path, seed_checkpoint):
@@ -236,8 +237,8 @@ def test_cli_timeline_and_plain_image_rows(tmp_path, seed_checkpoint):
     image.save(tmp_path / "photo.png")
     code, out = _run(["predict", str(tmp_path / "photo.png"), "--format", "csv", *model])
     header = (
-        "source,label,fake_score,verdict,model,revision,error,decided_by,domain,detector,ai_declared,"
-        "provenance_evidence"
+        "source,label,fake_score,verdict,model,revision,error,decided_by,domain,detector,threshold,"
+        "uncertain_from,threshold_from,ai_declared,provenance_evidence"
     )
     assert out.splitlines()[0] == header  # plain rows: no face columns
     # A face-mode CSV resumes in face mode only: the columns of its rows must match its header.
@@ -252,9 +253,8 @@ def test_cli_timeline_and_plain_image_rows(tmp_path, seed_checkpoint):
 
 
 def _readme_blocks(language: str) -> list[str]:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Faces and video", 1)[1].split("\n### ", 1)[0]
-    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+    """The blocks of docs/faces.md's "Commands" (once the README's "Faces and video" section)."""
+    return code_blocks("docs/faces.md", "## Commands", language)
 
 
 def test_readme_faces_and_video_examples_run(tmp_path, seed_checkpoint, monkeypatch, capsys):
@@ -277,7 +277,7 @@ def test_readme_faces_and_video_examples_run(tmp_path, seed_checkpoint, monkeypa
     rows = [json.loads(line) for line in (tmp_path / "videos.jsonl").read_text().splitlines()]
     assert [row["no_face"] for row in rows] == [True, False]  # scenery.webm, talk.mkv
     (code,) = _readme_blocks("python")
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/faces.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert "False" in printed[-2] and printed[-1].split()[0] in ("real", "fake", "uncertain")
 
@@ -301,3 +301,84 @@ def test_evaluate_on_labelled_videos_reports_video_level_metrics(tmp_path, detec
     for index in (0, 1):  # one without a face, one with: the same score as predict_video gives
         expected = detector.predict_video(tmp_path / f"clip{index}.mkv", faces=True).fake_score
         assert float(rows[index]["fake_score"]) == pytest.approx(expected)
+
+
+def _with_video_threshold(seed_checkpoint: Path, folder: Path, threshold: float) -> Path:
+    """The seed checkpoint storing a video threshold (and 0.5 for images), as `save_video_thresholds`
+    writes it."""
+    from deepfake_detector.evaluation.calibration import save_video_thresholds
+
+    shutil.copytree(seed_checkpoint, folder)
+    save_video_thresholds(folder, Thresholds.single(threshold), {}, {"clips": 2, "split": "val"})
+    return folder
+
+
+def test_a_video_is_decided_by_the_stored_video_threshold_and_says_so(tmp_path, seed_checkpoint, detector):
+    frames, _ = _face_frames(8)
+    path = write_video(tmp_path / "talk.mp4", frames, fps=8)
+    sampling = FrameSampling(num_frames=4)
+    plain = detector.predict_video(path, faces=True, sampling=sampling)
+    assert (plain.threshold, plain.uncertain_from, plain.threshold_from) == (0.5, None, "image")
+    # A video threshold on the other side of the clip's score from the image one (0.5): the verdict flips.
+    score = plain.fake_score
+    threshold = float(np.nextafter(score, 1.0)) if score >= 0.5 else score
+    model = _with_video_threshold(seed_checkpoint, tmp_path / "video-calibrated", threshold)
+    calibrated = Detector.from_pretrained(model, device="cpu")
+    assert calibrated.calibration.video_thresholds.to_dict() == {"real": threshold, "fake": threshold}
+    clip = calibrated.predict_video(path, faces=True, sampling=sampling)
+    assert clip.fake_score == pytest.approx(score, abs=1e-12)
+    assert (clip.threshold, clip.uncertain_from, clip.threshold_from) == (threshold, None, "video")
+    assert clip.verdict == ("fake" if clip.fake_score >= threshold else "real") != plain.verdict
+    assert clip.label == {"fake": "Deepfake", "real": "Realism"}[clip.verdict]
+    for frame in clip.frames:  # each face is an image crop, judged by the image threshold
+        assert all(face.threshold == 0.5 for face in frame.faces)
+    row = clip.to_dict()
+    assert (row["threshold"], row["threshold_from"], row["label"]) == (threshold, "video", clip.label)
+    # Images keep the image threshold; the caller's threshold replaces both.
+    image = calibrated.predict(frames[0])
+    assert (image.threshold, image.threshold_from) == (0.5, "image")
+    caller = Detector.from_pretrained(model, device="cpu", thresholds=Thresholds.single(0.25))
+    clip = caller.predict_video(path, faces=True, sampling=sampling)
+    assert (clip.threshold, clip.threshold_from) == (0.25, "caller")
+    # The table says which threshold decided; info lists the video rule.
+    code, out = _run(["predict", str(path), "--faces", "--frames", "4", "--model", str(model), "-q"])
+    assert code == 0 and "[4 frames, mean, video threshold, 0 without a face]" in out
+    assert f"{threshold:.3g}" in out.splitlines()[1].split()
+    code, out = _run(["info", "--model", str(model)])
+    assert f"video:        fake >= {threshold:.3g}" in out
+
+
+def test_a_video_threshold_is_chosen_per_domain_and_falls_back_to_the_image_rule():
+    from deepfake_detector.evaluation.calibration import compute_video_thresholds
+    from deepfake_detector.scoring import Calibration
+
+    labels = ["real", "real", "fake", "fake", "real", "fake"]
+    scores = [0.2, 0.6, 0.7, 0.9, 0.1, 0.3]
+    domains = ["face", "face", "face", "face", "general", "general"]
+    pooled, own = compute_video_thresholds(labels, scores, domains, names=("face", "general"), target_fpr=0.0)
+    assert pooled is None and own["face"].fake == float(np.nextafter(0.6, 1.0))  # above every real face clip
+    assert own["general"].fake == float(np.nextafter(0.1, 1.0))
+    pooled, own = compute_video_thresholds(labels, scores, [None] * 6, target_fpr=0.0)
+    assert pooled.fake == float(np.nextafter(0.6, 1.0)) and own == {}
+    stored = {"face": Thresholds.single(0.7)}
+    calibration = Calibration(
+        thresholds=Thresholds.single(0.4),
+        domain_thresholds={"general": Thresholds.single(0.8)},
+        video_domain_thresholds=stored,
+    )
+    assert (
+        calibration.rule_for("face", video=True).thresholds.fake,
+        calibration.rule_for("face", video=True).origin,
+    ) == (0.7, "video")
+    general = calibration.rule_for("general", video=True)  # no video rule of its own: its image rule
+    assert (general.thresholds.fake, general.origin) == (0.8, "image")
+    assert calibration.rule_for(None, video=True).origin == "image"
+    assert (
+        Calibration.from_config(type("C", (), {"deepfake_detector": calibration.to_dict()})()) == calibration
+    )
+    caller = calibration.with_thresholds(Thresholds(real=0.1, fake=0.9))
+    assert caller.rule_for("face", video=True).row_fields() == {
+        "threshold": 0.9,
+        "uncertain_from": 0.1,
+        "threshold_from": "caller",
+    }

@@ -10,6 +10,18 @@ if TYPE_CHECKING:
 
     from deepfake_detector.provenance import ProvenanceRecord
 
+# Numbers people read (the table, ``info``, the web page, the scan report) show this many significant
+# digits; files and HTTP responses keep full precision, so anyone can recompute from them.
+DISPLAY_DIGITS = 3
+
+
+def format_number(value: float | None) -> str:
+    """A score or threshold as people read it: `DISPLAY_DIGITS` significant digits ("0.84" for
+    0.8395009040832521), "-" for None. The one rule of every Python surface; the web page and the scan
+    report each have a one-line JavaScript twin."""
+    return "-" if value is None else f"{value:.{DISPLAY_DIGITS}g}"
+
+
 # The CSV columns of the provenance record (`ProvenanceRecord.flat`): nested evidence stays in JSON.
 PROVENANCE_COLUMNS = ("ai_declared", "provenance_evidence")
 
@@ -37,14 +49,19 @@ class Prediction(_Outcome):
 
     Attributes:
         source: The input's path as given, or its index in the call when it was not a file.
-        label: The checkpoint's own top label (argmax), e.g. "Deepfake".
+        label: Deprecated, read ``verdict``: the checkpoint's class name for the verdict ("Deepfake"
+            for fake, "Realism" for real, "uncertain"; `LabelRoles.label_for`), kept one release for
+            readers of old files. It used to be the checkpoint's top class (the verdict at 0.5), which
+            disagreed with ``verdict`` between 0.5 and the threshold; it will be removed.
         fake_score: Probability of the fake role (the sum over every fake class), in [0, 1].
-        verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+        verdict: "real", "fake" or "uncertain": ``fake_score`` against ``threshold`` (and
+            ``uncertain_from``), unless ``decided_by`` is "provenance".
         model: The checkpoint id or folder that produced the score.
         revision: The checkpoint revision (hub commit) when known.
-        error: Why this input could not be scored; when set, label, fake_score and verdict are None.
-        faces: With ``faces=True``: every face found, scored, largest first; the image's score and label
-            are those of its faces combined (`deepfake_detector.aggregation.FaceAggregation`, default
+        error: Why this input could not be scored; when set, label, fake_score, verdict and the
+            threshold fields are None.
+        faces: With ``faces=True``: every face found, scored, largest first; the image's score is
+            that of its faces combined (`deepfake_detector.aggregation.FaceAggregation`, default
             the most-fake face). An empty tuple when no face was found: the image was scored whole
             (``no_face``). None when faces were not searched for.
         decided_by: "model", or "provenance" when the provenance stage's evidence set the verdict
@@ -55,6 +72,13 @@ class Prediction(_Outcome):
             else), as the checkpoint's domain probe decided; None when the checkpoint has no domains.
         detector: Which head gave ``fake_score``: "face-head", "general-head", or "model" for a
             checkpoint with one head for everything; None for error rows.
+        threshold: The fake threshold that decided this row: ``fake_score`` at or above it is fake
+            (`scoring.DecisionRule`). When provenance decided, the threshold the score was held
+            against all the same.
+        uncertain_from: With an uncertain band, its lower edge: scores from it up to ``threshold``
+            are uncertain, below it real. None without a band (below ``threshold`` is real).
+        threshold_from: Whose ``threshold`` it is: "image" (the model's, of the row's domain),
+            "video" (the model's video threshold) or "caller" (``--threshold``/``--uncertain-band``).
     """
 
     source: str | int
@@ -69,6 +93,9 @@ class Prediction(_Outcome):
     provenance: ProvenanceRecord | None = None
     domain: str | None = None
     detector: str | None = None
+    threshold: float | None = None
+    uncertain_from: float | None = None
+    threshold_from: str | None = None
 
     @classmethod
     def failed(
@@ -124,7 +151,7 @@ class Explanation(_Outcome):
         token_map: The same map at the model's patch resolution (rows, cols), before upsampling, in
             [0, 1]; in face mode with faces found, one per face crop: (faces, rows, cols), in
             ``faces`` order. None when ``error`` is set.
-        label: The checkpoint's own top label, as `Prediction.label`.
+        label: Deprecated, as `Prediction.label`: the class name of ``verdict``.
         fake_score: Probability of the fake role, exactly as `Detector.predict` reports it.
         verdict: "real", "fake" or "uncertain", from the detector's thresholds.
         model: The checkpoint id or folder that produced the map.
@@ -134,6 +161,9 @@ class Explanation(_Outcome):
             the faces' combined. An empty tuple when no face was found: the whole image was explained
             (``no_face``). None when faces were not searched for.
         domain: What the model saw, as `Prediction.domain`.
+        threshold: As `Prediction.threshold`.
+        uncertain_from: As `Prediction.uncertain_from`.
+        threshold_from: As `Prediction.threshold_from`.
     """
 
     source: str | int
@@ -148,6 +178,9 @@ class Explanation(_Outcome):
     error: str | None = None
     faces: tuple[FaceScore, ...] | None = None
     domain: str | None = None
+    threshold: float | None = None
+    uncertain_from: float | None = None
+    threshold_from: str | None = None
 
     @classmethod
     def failed(
@@ -187,6 +220,9 @@ class Explanation(_Outcome):
             "revision": self.revision,
             "error": self.error,
             "domain": self.domain,
+            "threshold": self.threshold,
+            "uncertain_from": self.uncertain_from,
+            "threshold_from": self.threshold_from,
         }
         if self.faces is not None:
             row["no_face"] = self.no_face
@@ -207,10 +243,12 @@ class FaceScore:
             (after EXIF orientation, or the video's rotation); right and bottom are exclusive.
         crop_box: The square region that was scored: the box grown by the margin, kept in the image.
         detection_score: The face detector's confidence, on that detector's own scale.
-        label: The checkpoint's own top label for the crop.
+        label: Deprecated, as `Prediction.label`: the class name of the crop's ``verdict``.
         fake_score: Probability of the fake role for the crop, in [0, 1].
-        verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+        verdict: "real", "fake" or "uncertain": the crop's own, at its domain's image threshold.
         domain: The crop's domain, as `Prediction.domain`.
+        threshold: The fake threshold of the crop's own verdict (its domain's image threshold, or the
+            caller's); None in records made before rows carried it.
     """
 
     box: tuple[int, int, int, int]
@@ -220,6 +258,7 @@ class FaceScore:
     fake_score: float
     verdict: str
     domain: str | None = None
+    threshold: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -230,6 +269,7 @@ class FaceScore:
             "fake_score": self.fake_score,
             "verdict": self.verdict,
             "domain": self.domain,
+            "threshold": self.threshold,
         }
 
 
@@ -280,7 +320,8 @@ class VideoPrediction:
         fake_score: The frames' scores aggregated by ``aggregation``. When faces were searched for and
             some frames have one, frames without a face are left out (they are counted in
             ``no_face_frames``); when no frame has a face, every frame is scored whole.
-        verdict: "real", "fake" or "uncertain", from the detector's thresholds.
+        verdict: "real", "fake" or "uncertain": ``fake_score`` against ``threshold``, the model's
+            video threshold where it stores one (``threshold_from`` "video").
         model: The checkpoint id or folder that produced the score.
         revision: The checkpoint revision (hub commit) when known.
         frames: Every scored frame, in time order.
@@ -296,6 +337,11 @@ class VideoPrediction:
         domain: The clip's domain: that of most of the frames that decided its score (faces win a
             tie); None when the checkpoint has no domains.
         detector: As `Prediction.detector`, for the clip's domain.
+        label: Deprecated, as `Prediction.label`: the class name of ``verdict`` (it used to be None).
+        threshold: As `Prediction.threshold`: the clip's rule, "video" when the model stores a video
+            threshold for the clip's domain, else its image threshold.
+        uncertain_from: As `Prediction.uncertain_from`.
+        threshold_from: As `Prediction.threshold_from`: "video", "image" or "caller".
     """
 
     source: str | int
@@ -314,6 +360,10 @@ class VideoPrediction:
     provenance: ProvenanceRecord | None = None
     domain: str | None = None
     detector: str | None = None
+    label: str | None = None
+    threshold: float | None = None
+    uncertain_from: float | None = None
+    threshold_from: str | None = None
 
     @classmethod
     def failed(
@@ -333,11 +383,6 @@ class VideoPrediction:
         return self.error is None
 
     @property
-    def label(self) -> None:
-        """Videos have no single top label of the checkpoint; rows carry None (CSV: empty)."""
-        return None
-
-    @property
     def no_face_frames(self) -> int | None:
         """Scored frames in which no face was found; None when faces were not searched for."""
         if not self.frames or self.frames[0].faces is None:
@@ -353,7 +398,7 @@ class VideoPrediction:
     def to_dict(self) -> dict:
         return {
             "source": self.source,
-            "label": None,
+            "label": self.label,
             "fake_score": self.fake_score,
             "verdict": self.verdict,
             "model": self.model,
@@ -362,6 +407,9 @@ class VideoPrediction:
             "decided_by": self.decided_by,
             "domain": self.domain,
             "detector": self.detector,
+            "threshold": self.threshold,
+            "uncertain_from": self.uncertain_from,
+            "threshold_from": self.threshold_from,
             "provenance": None if self.provenance is None else self.provenance.to_dict(),
             "kind": "video",
             "aggregation": self.aggregation,

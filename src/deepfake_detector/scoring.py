@@ -13,9 +13,14 @@ FACE_DOMAIN = "face"
 
 # Calibration lives in the checkpoint's config.json under this key, so it travels with the weights:
 # {"temperature": 1.0, "thresholds": {"real": 0.5, "fake": 0.5}}, plus, for a model with domains,
-# {"domains": {"face": {"thresholds": {...}, "fitted_on": {...}}, ...}}. `calibrate` and `train-head`
-# write it.
+# {"domains": {"face": {"thresholds": {...}, "fitted_on": {...}}, ...}}, and for video clips
+# {"video": {"thresholds": {...}, "domains": {"face": {"thresholds": {...}}}, "fitted_on": {...}}}.
+# `calibrate` and `train-head` write the image rules, `save_video_thresholds` the video ones.
 CONFIG_KEY = "deepfake_detector"
+# Whose thresholds decided a row (`DecisionRule.origin`, the rows' ``threshold_from``): the model's
+# image thresholds (its domain's own, where it has them), the model's video thresholds (a video clip
+# of a domain that has them), or the caller's (``--threshold``/``--uncertain-band``, ``thresholds=``).
+THRESHOLD_ORIGINS = ("image", "video", "caller")
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy arrays have no single truth value to compare by
@@ -86,6 +91,36 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class DecisionRule:
+    """The thresholds that decide one row, and whose they are: what every row reports beside its
+    verdict (`row_fields`), so that nobody has to re-derive it.
+
+    Attributes:
+        thresholds: The rule on the fake score.
+        origin: One of `THRESHOLD_ORIGINS`: "image", "video" or "caller".
+    """
+
+    thresholds: Thresholds
+    origin: str = "image"
+
+    def __post_init__(self) -> None:
+        if self.origin not in THRESHOLD_ORIGINS:
+            raise ValueError(f"origin must be one of {', '.join(THRESHOLD_ORIGINS)}, got {self.origin!r}")
+
+    def decide(self, fake_score: float) -> str:
+        """ "fake", "real" or "uncertain" for one score (`compute_verdict`)."""
+        return compute_verdict(fake_score, self.thresholds)
+
+    def row_fields(self) -> dict:
+        """The columns every result row carries: ``threshold`` (scores at or above it are fake),
+        ``uncertain_from`` (scores from it up to ``threshold`` are uncertain; None without an uncertain
+        band, where everything below ``threshold`` is real) and ``threshold_from`` (``origin``)."""
+        real, fake = self.thresholds.real, self.thresholds.fake
+        band = real if real < fake else None
+        return {"threshold": fake, "uncertain_from": band, "threshold_from": self.origin}
+
+
+@dataclass(frozen=True)
 class Calibration:
     """How logits become a calibrated fake score and a verdict for one checkpoint.
 
@@ -96,19 +131,50 @@ class Calibration:
             without thresholds of its own).
         domain_thresholds: Each domain's own rule, fitted on that domain's validation images. A
             caller's thresholds replace them all (`with_thresholds`).
+        video_thresholds: The rule of a video clip's aggregated score, for every clip (a model
+            without domains) or for clips of a domain without a video rule of its own; None: clips are
+            decided by the image rule of their domain. Frame scores are image scores, but a clip's
+            mean over many frames is distributed differently, so it needs a rule of its own.
+        video_domain_thresholds: Each domain's own video rule (a model with domains), fitted on clips
+            of that domain.
+        caller: True when the thresholds are the caller's (`with_thresholds`): then they decide every
+            row, images and videos alike.
     """
 
     temperature: float = 1.0
     thresholds: Thresholds = Thresholds()
     domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    video_thresholds: Thresholds | None = None
+    video_domain_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    caller: bool = False
 
     def thresholds_for(self, domain: str | None) -> Thresholds:
-        """The rule for a score of ``domain`` (None: the model can't tell domains)."""
+        """The image rule for a score of ``domain`` (None: the model can't tell domains)."""
         return self.domain_thresholds.get(domain, self.thresholds) if domain else self.thresholds
 
+    def rule_for(self, domain: str | None, *, video: bool = False) -> DecisionRule:
+        """The rule that decides a row of ``domain``, and whose it is: the one place that chooses.
+
+        The caller's thresholds decide everything; a video clip is decided by the video rule of its
+        domain (else the model's pooled video rule) when the model stores one; everything else by the
+        image rule of its domain (`thresholds_for`).
+
+        Args:
+            domain: The row's domain (None: the model can't tell domains).
+            video: The row is a video clip's aggregated score.
+        """
+        if self.caller:
+            return DecisionRule(self.thresholds, "caller")
+        if video:
+            stored = self.video_domain_thresholds.get(domain) if domain else None
+            stored = stored or self.video_thresholds
+            if stored is not None:
+                return DecisionRule(stored, "video")
+        return DecisionRule(self.thresholds_for(domain), "image")
+
     def with_thresholds(self, thresholds: Thresholds) -> Calibration:
-        """The caller's thresholds for every domain, the stored temperature kept."""
-        return Calibration(temperature=self.temperature, thresholds=thresholds)
+        """The caller's thresholds for every domain and for videos, the stored temperature kept."""
+        return Calibration(temperature=self.temperature, thresholds=thresholds, caller=True)
 
     def __post_init__(self) -> None:
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
@@ -118,23 +184,46 @@ class Calibration:
     def from_config(cls, config) -> Calibration:
         """Reads ``config.deepfake_detector`` of a transformers config (missing: the identity)."""
         stored = getattr(config, CONFIG_KEY, None) or {}
-        domains = stored.get("domains") or {}
+        video = stored.get("video") or {}
         return cls(
             temperature=float(stored.get("temperature", 1.0)),
             thresholds=Thresholds.from_config(stored.get("thresholds")),
-            domain_thresholds={
-                name: Thresholds.from_config(entry["thresholds"])
-                for name, entry in domains.items()
-                if entry.get("thresholds")
-            },
+            domain_thresholds=_domain_thresholds_from_config(stored.get("domains")),
+            video_thresholds=Thresholds.from_config(video["thresholds"]) if video.get("thresholds") else None,
+            video_domain_thresholds=_domain_thresholds_from_config(video.get("domains")),
         )
 
     def to_dict(self) -> dict:
-        """The stored form (`from_config` reads it back)."""
+        """The stored form (`from_config` reads it back); the video rules under ``video`` when there
+        are any."""
         row = {"temperature": self.temperature, "thresholds": self.thresholds.to_dict()}
         if self.domain_thresholds:
-            row["domains"] = {name: {"thresholds": t.to_dict()} for name, t in self.domain_thresholds.items()}
+            row["domains"] = _domain_thresholds_to_dict(self.domain_thresholds)
+        video = self.video_to_dict()
+        if video:
+            row["video"] = video
         return row
+
+    def video_to_dict(self) -> dict:
+        """The stored form of the video rules alone (empty when there are none)."""
+        video = {}
+        if self.video_thresholds is not None:
+            video["thresholds"] = self.video_thresholds.to_dict()
+        if self.video_domain_thresholds:
+            video["domains"] = _domain_thresholds_to_dict(self.video_domain_thresholds)
+        return video
+
+
+def _domain_thresholds_from_config(domains: Mapping | None) -> dict[str, Thresholds]:
+    return {
+        name: Thresholds.from_config(entry["thresholds"])
+        for name, entry in (domains or {}).items()
+        if entry.get("thresholds")
+    }
+
+
+def _domain_thresholds_to_dict(rules: Mapping[str, Thresholds]) -> dict:
+    return {name: {"thresholds": rule.to_dict()} for name, rule in rules.items()}
 
 
 def compute_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -161,13 +250,13 @@ def compute_verdict(fake_score: float, thresholds: Thresholds) -> str:
 
 @dataclass(frozen=True)
 class Score:
-    """What one row of logits means: the checkpoint's top label, the fake score, the verdict, and the
-    domain whose head gave the score (None for a model without domains)."""
+    """What one row of logits means: the fake score, the verdict, the domain whose head gave the
+    score (None for a model without domains) and the rule that decided."""
 
-    label: str
     fake_score: float
     verdict: str
     domain: str | None = None
+    rule: DecisionRule = DecisionRule(Thresholds())
 
 
 def compute_domains(domain_logits: np.ndarray | None, domains: Sequence[str] | None, rows: int) -> list:
@@ -180,17 +269,18 @@ def compute_domains(domain_logits: np.ndarray | None, domains: Sequence[str] | N
 def compute_scores(
     outputs: ModelOutputs,
     *,
-    id2label: Mapping[int, str],
     fake_ids: tuple[int, ...],
     calibration: Calibration,
     domains: Sequence[str] | None = None,
 ) -> list[Score]:
-    """The one rule that turns model outputs into label, fake score, verdict and domain, for every
-    engine and mode.
+    """The one rule that turns model outputs into fake score, verdict and domain, for every engine
+    and mode.
+
+    The verdict is the only answer: the checkpoint's top class (its argmax, i.e. the verdict at 0.5)
+    is not computed, so no row can carry a class name that disagrees with its verdict.
 
     Args:
         outputs: The model step's outputs for B rows.
-        id2label: The checkpoint's class names.
         fake_ids: Class indices of the fake role (`LabelRoles.fake_ids`).
         calibration: Temperature and thresholds (each domain's own, where it has them).
         domains: The checkpoint's domain names (``config.domains``), in the probe's order.
@@ -201,12 +291,8 @@ def compute_scores(
     probabilities = compute_probabilities(outputs.logits, calibration.temperature)  # (B, C)
     fake_scores = compute_fake_scores(probabilities, fake_ids)  # (B,)
     names = compute_domains(outputs.domain_logits, domains, len(fake_scores))
-    return [
-        Score(
-            label=id2label[int(np.argmax(probs))],
-            fake_score=float(fake_score),
-            verdict=compute_verdict(float(fake_score), calibration.thresholds_for(domain)),
-            domain=domain,
-        )
-        for probs, fake_score, domain in zip(probabilities, fake_scores, names, strict=True)
-    ]
+    scores = []
+    for fake_score, domain in zip(fake_scores, names, strict=True):
+        rule = calibration.rule_for(domain)
+        scores.append(Score(float(fake_score), rule.decide(float(fake_score)), domain, rule))
+    return scores

@@ -27,8 +27,9 @@ def add_parser(subparsers) -> None:
         default="auto",
         help="auto: rollout for a ViT, gradcam for a convolutional model (ResNet, ConvNeXt, RegNet); "
         "rollout: attention rollout into the class token (not class-specific; ViT only); gradcam: "
-        "Grad-CAM of fake against real on a ViT's last-block patch tokens (fragile there; see the "
-        "README) or a conv model's last stage; file names carry the method used; default: %(default)s",
+        "Grad-CAM of fake against real on a ViT's last-block patch tokens (fragile there; see "
+        "docs/explain.md) or a conv model's last stage; file names carry the method used; "
+        "default: %(default)s",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays (created)")
     parser.add_argument(
@@ -63,6 +64,9 @@ def _write_files(explanation, out: Path, stem: str, save_npy: bool, max_pixels: 
 
 
 def _table_row(row: dict) -> str:
+    """One line of the table; the score rounded for people (`format_number`), whole in ``--format jsonl``."""
+    from deepfake_detector.results import format_number
+
     if row["error"] is not None:
         return f"{'ERROR':<10} {'-':>10}  {'-':<11} {row['error']}\n"
     peak = "{},{}".format(*row["peak_xy"])
@@ -70,10 +74,8 @@ def _table_row(row: dict) -> str:
     if "faces" in row:
         count = len(row["faces"])
         faces = "  [no face: whole image]" if count == 0 else f"  [{count} face{'s' if count > 1 else ''}]"
-    return (
-        f"{row['verdict']:<10} {row['fake_score']:>10.4f}  {peak:<11} {row['source']} -> {row['overlay']}"
-        f"{faces}\n"
-    )
+    score = format_number(row["fake_score"])
+    return f"{row['verdict']:<10} {score:>10}  {peak:<11} {row['source']} -> {row['overlay']}{faces}\n"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from deepfake_detector.cli.common import add_detector_arguments, load_detector
+from deepfake_detector.results import format_number
 
 
 def add_parser(subparsers) -> None:
@@ -19,9 +20,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     info = load_detector(args).info().to_dict()
-    if args.format == "json":
+    if args.format == "json":  # full precision: for machines
         print(json.dumps(info, indent=2))
         return 0
+    rule = _format_rule
+    temperature = format_number(info["temperature"])
+    video = _video_lines(info)
     pre = info["preprocessing"]
     lines = [
         f"model:        {info['model']}" + (f" @ {info['revision']}" if info["revision"] else ""),
@@ -29,15 +33,12 @@ def run(args: argparse.Namespace) -> int:
         "labels:       " + ", ".join(f"{i}={name}" for i, name in info["id2label"].items()),
         f"roles:        real = {', '.join(info['roles']['real'])}; fake = {', '.join(info['roles']['fake'])}",
         (
-            f"thresholds:   per domain (temperature {info['temperature']})"
+            f"thresholds:   per domain (temperature {temperature})"
             if info.get("domain_thresholds")
-            else f"thresholds:   real < {info['thresholds']['real']}, fake >= {info['thresholds']['fake']}"
-            f" (temperature {info['temperature']})"
+            else f"thresholds:   {rule(info['thresholds'])} (temperature {temperature})"
         ),
-        *(
-            f"  {name + ':':<11} real < {rule['real']}, fake >= {rule['fake']}"
-            for name, rule in (info.get("domain_thresholds") or {}).items()
-        ),
+        *(f"  {name + ':':<11} {rule(each)}" for name, each in (info.get("domain_thresholds") or {}).items()),
+        *video,
         "domains:      "
         + (
             f"{', '.join(info['domains'])}, a head each, chosen per image by a domain probe"
@@ -60,6 +61,24 @@ def run(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines))
     return 0
+
+
+def _format_rule(rule: dict) -> str:
+    """A decision rule as people read it, rounded (`format_number`; ``--format json`` keeps it whole)."""
+    real, fake = format_number(rule["real"]), format_number(rule["fake"])
+    return f"fake >= {fake}" if rule["real"] == rule["fake"] else f"real < {real}, fake >= {fake}"
+
+
+def _video_lines(info: dict) -> list[str]:
+    """The video rules: which threshold decides a clip's verdict."""
+    pooled, own = info.get("video_thresholds"), info.get("video_domain_thresholds") or {}
+    if pooled is None and not own:
+        return ["video:        clips decided by the image thresholds (the model stores no video threshold)"]
+    lines = [f"video:        {_format_rule(pooled)}" if pooled else "video:        per domain"]
+    lines += [f"  {name + ':':<11} {_format_rule(rule)}" for name, rule in own.items()]
+    if pooled is None:
+        lines.append("  others:     the image thresholds of their domain")
+    return lines
 
 
 def _format_size(size) -> str:

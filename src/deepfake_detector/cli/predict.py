@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                     rows.append(prediction.to_dict())
                 failed += prediction.error is not None
                 if args.timeline and isinstance(prediction, VideoPrediction) and prediction.ok:
-                    failed += not _write_timeline(args, prediction, detector.thresholds, timelines)
+                    failed += not _write_timeline(args, prediction, timelines)
                 progress.update()
         finally:
             writer.close()
@@ -204,12 +204,12 @@ def _write_report(args: argparse.Namespace, rows: list[dict] | None, settings, *
     return True
 
 
-def _write_timeline(args: argparse.Namespace, prediction, thresholds, used: set[str]) -> bool:
+def _write_timeline(args: argparse.Namespace, prediction, used: set[str]) -> bool:
     from deepfake_detector.video.timeline import render_timeline
 
     path = timeline_path(args.timeline, str(prediction.source), args.paths, used)
     try:
-        render_timeline(prediction, path, thresholds)
+        render_timeline(prediction, path)  # with the threshold that decided the clip
     except (OSError, ValueError) as error:
         print(
             f"deepfake-detector predict: {prediction.source}: cannot write timeline {path}: {error}",

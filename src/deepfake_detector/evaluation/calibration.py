@@ -489,13 +489,72 @@ def save_calibration(
                 shutil.copy2(path, target / path.name)  # follows the hub cache's symlinks
     config_path = target / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    # Keep what else the key holds (the face settings `train` wrote); replace only the calibration.
-    config[CONFIG_KEY] = {
-        **(config.get(CONFIG_KEY) or {}),
-        **result.calibration.to_dict(),
-        "fitted_on": dict(result.fitted_on),
-    }
+    # Keep what else the key holds (the face settings `train` wrote); replace only the calibration. A
+    # stored video threshold goes: it was fitted on clip scores of the old temperature.
+    kept = {key: value for key, value in (config.get(CONFIG_KEY) or {}).items() if key != "video"}
+    config[CONFIG_KEY] = {**kept, **result.calibration.to_dict(), "fitted_on": dict(result.fitted_on)}
+    _write_config(config_path, config)
+    return target
+
+
+def compute_video_thresholds(
+    labels, scores, domains, *, names: Sequence[str] = (), target_fpr: float
+) -> tuple[Thresholds | None, dict[str, Thresholds]]:
+    """The video rules of `Calibration` (``video_thresholds``, ``video_domain_thresholds``), fitted on
+    labelled clips' aggregated scores by the rule of the image thresholds: the lowest fake threshold
+    that calls at most ``target_fpr`` of the real clips fake.
+
+    A model with domains (``names``) gets a rule per domain that has real clips here, and no pooled
+    one: a clip of another domain keeps its domain's image rule, rather than one fitted on clips it
+    is not like. A model without domains gets one pooled rule.
+
+    Args:
+        labels: "real" or "fake" per clip.
+        scores: Each clip's fake score, as ``predict`` gives it (`VideoPrediction.fake_score`).
+        domains: Each clip's domain (`VideoPrediction.domain`); None entries for a model without them.
+        names: The model's domains (`Detector.domains`); empty for a model without domains.
+        target_fpr: Largest share of real clips the threshold may call fake.
+
+    Raises:
+        CalibrationError: No real clip to fit on.
+    """
+    labels = np.asarray(labels, dtype=object)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not (labels == "real").any():
+        raise CalibrationError("a video threshold needs real clips to fit on; got none")
+    if names:
+        return None, _fit_domain_thresholds(
+            names, np.asarray(domains, dtype=object), labels, scores, target_fpr, None
+        )
+    return Thresholds.single(
+        compute_threshold_at_fpr(labels, scores, positive="fake", target_fpr=target_fpr)
+    ), {}
+
+
+def save_video_thresholds(
+    folder: str | os.PathLike,
+    pooled: Thresholds | None,
+    per_domain: dict[str, Thresholds],
+    fitted_on: dict,
+) -> Path:
+    """Writes video rules (`compute_video_thresholds`) into a checkpoint folder's ``config.json``, under
+    ``deepfake_detector.video`` (`Calibration.from_config` reads them back), with what they were
+    fitted on; the image calibration is left as it is.
+
+    Returns:
+        The ``config.json`` written.
+    """
+    config_path = Path(folder).expanduser() / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    rules = Calibration(video_thresholds=pooled, video_domain_thresholds=per_domain).video_to_dict()
+    if not rules:
+        raise CalibrationError("no video threshold to store: no domain had real clips")
+    config[CONFIG_KEY] = {**(config.get(CONFIG_KEY) or {}), "video": {**rules, "fitted_on": dict(fitted_on)}}
+    _write_config(config_path, config)
+    return config_path
+
+
+def _write_config(config_path: Path, config: dict) -> None:
     partial = config_path.with_name(f"config.json.{os.getpid()}.part")
     partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     partial.replace(config_path)  # never leave a half-written config behind
-    return target

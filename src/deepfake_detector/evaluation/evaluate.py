@@ -54,7 +54,6 @@ PREDICTION_COLUMNS = (
     "threshold",
     "predicted",
     "verdict",
-    "model_label",
     "error",
     "decided_by",
     "domain",
@@ -206,15 +205,16 @@ def _csv_value(value) -> str:
 
 def _score_rows(detector, items, images, batch_size: int, description: str, progress: bool, faces=None):
     """One dict per item, in order: its label and metadata with the prediction or the error, and the
-    fake threshold that decides it (its domain's, for a model with domains)."""
+    fake threshold that decided it, as the prediction says (its domain's, for a model with domains;
+    a video's, for a video). ``label`` is the item's true label; the checkpoint's class names are not
+    repeated: ``verdict`` is the answer."""
     rows = []
     # Video files (by suffix) get one row each, scored from sampled frames: video-level metrics.
     predictions = detector.iter_predict_media(images, batch_size=batch_size, faces=faces)
     for item, prediction in _progress(
         zip(items, predictions, strict=True), len(items), description, progress
     ):
-        score = prediction.fake_score
-        threshold = detector.calibration.thresholds_for(prediction.domain).fake
+        score, threshold = prediction.fake_score, prediction.threshold
         rows.append(
             {
                 "path": item.path,
@@ -226,7 +226,6 @@ def _score_rows(detector, items, images, batch_size: int, description: str, prog
                 "predicted": None if score is None else ("fake" if score >= threshold else "real"),
                 "threshold": threshold,
                 "verdict": prediction.verdict,
-                "model_label": prediction.label,
                 "error": prediction.error,
                 "decided_by": prediction.decided_by,
                 "domain": prediction.domain,

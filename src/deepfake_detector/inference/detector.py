@@ -51,7 +51,7 @@ from deepfake_detector.modeling.checkpoints import (
     resolve_checkpoint,
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
-from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceRecord, decide_verdict
+from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceRecord
 from deepfake_detector.provenance.records import clip_text
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import Calibration, ModelOutputs, Thresholds
@@ -86,6 +86,11 @@ class ModelInfo:
     # in that domain instead of ``thresholds``.
     domains: list[str] | None = None
     domain_thresholds: dict[str, dict[str, float]] | None = None
+    # Video clips: the model's video thresholds (`Calibration.video_thresholds`) and each domain's own,
+    # which decide a clip's verdict instead of the image ones; None when it stores none (or a caller's
+    # threshold replaced them).
+    video_thresholds: dict[str, float] | None = None
+    video_domain_thresholds: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict:
         # Every field, in declaration order; JSON keys are strings, so the label ids become strings.
@@ -302,6 +307,7 @@ class Detector:
 
     def info(self) -> ModelInfo:
         """Labels, role mapping, input preprocessing and parameter count of the loaded checkpoint."""
+        video = self.calibration.video_thresholds
         return ModelInfo(
             model=self.model_id,
             revision=self.revision,
@@ -327,6 +333,11 @@ class Detector:
             domains=list(self.domains) if self.domains else None,
             domain_thresholds={
                 name: thresholds.to_dict() for name, thresholds in self.calibration.domain_thresholds.items()
+            }
+            or None,
+            video_thresholds=None if video is None else video.to_dict(),
+            video_domain_thresholds={
+                name: rule.to_dict() for name, rule in self.calibration.video_domain_thresholds.items()
             }
             or None,
         )
@@ -588,6 +599,9 @@ class Detector:
             model=self.model_id,
             revision=self.revision,
             domain=prediction.domain,
+            threshold=prediction.threshold,
+            uncertain_from=prediction.uncertain_from,
+            threshold_from=prediction.threshold_from,
         )
 
     def _explain_error(self, source: str | int, method: str, error: Exception) -> Explanation:
@@ -662,8 +676,8 @@ class Detector:
         if self.provenance is None or not result.ok:
             return result
         record = self.provenance.inspect_file(video)  # C2PA: videos carry manifests too
-        verdict, decided_by = decide_verdict(result.verdict, record)
-        return replace(result, verdict=verdict, decided_by=decided_by, provenance=record)
+        decision = self.scorer.decide(result.fake_score, result.domain, record, video=True)
+        return replace(result, provenance=record, **decision)
 
     def iter_predict_media(
         self,

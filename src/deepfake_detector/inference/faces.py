@@ -122,11 +122,15 @@ def explain_faces(
         method=method,
         heatmap=heatmap,
         token_map=token_map,
-        label=scored.label,
         fake_score=scored.fake_score,
-        verdict=scorer.verdict(scored.fake_score, scored.domain),
         model=scorer.model,
         revision=scorer.revision,
         faces=scored.faces,
         domain=scored.domain,
+        **_explanation_fields(scorer.decide(scored.fake_score, scored.domain)),
     )
+
+
+def _explanation_fields(decision: dict) -> dict:
+    """The decision fields an `Explanation` carries (no provenance stage: the model decides)."""
+    return {key: value for key, value in decision.items() if key != "decided_by"}

@@ -1,9 +1,10 @@
 """What face and video scoring need from a detector, and the raw answer it gives per input.
 
 `Scorer` bundles a scoring function (loaded RGB images -> logits) with the rule that turns logits
-into label, fake score and verdict (`deepfake_detector.scoring.compute_scores`) and the model's name
-for the records. Face and video modes take a `Scorer`, not the `Detector`, so they depend on a
-function rather than on the detector's internals, and the detector can import them without a loop.
+into fake score and verdict (`deepfake_detector.scoring.compute_scores`), the thresholds that decide
+each row (`Calibration.rule_for`) and the model's name for the records. Face and video modes take a
+`Scorer`, not the `Detector`, so they depend on a function rather than on the detector's internals,
+and the detector can import them without a loop.
 
 `InputLogits` is what `Detector.iter_logits` yields: the logits of each input's crops (one row for a
 whole image, one per face) before the scoring rule. Predictions are made from it by `Scorer.predict`,
@@ -23,10 +24,10 @@ from deepfake_detector.results import FaceScore, Prediction
 from deepfake_detector.scoring import (
     FACE_DOMAIN,
     Calibration,
+    DecisionRule,
     ModelOutputs,
     Score,
     compute_scores,
-    compute_verdict,
 )
 
 if TYPE_CHECKING:
@@ -73,11 +74,10 @@ class InputLogits:
 
 @dataclass(frozen=True)
 class FacesScored:
-    """One image's (or frame's) faces and the combined label, score and domain; ``faces`` empty: no
-    face (the whole image's score)."""
+    """One image's (or frame's) faces and the combined score and domain; ``faces`` empty: no face (the
+    whole image's score)."""
 
     faces: tuple[FaceScore, ...]
-    label: str
     fake_score: float
     domain: str | None = None
 
@@ -104,15 +104,33 @@ class Scorer:
 
     def score_outputs(self, outputs: ModelOutputs) -> list[Score]:
         return compute_scores(
-            outputs,
-            id2label=self.roles.id2label,
-            fake_ids=self.roles.fake_ids,
-            calibration=self.calibration,
-            domains=self.domains,
+            outputs, fake_ids=self.roles.fake_ids, calibration=self.calibration, domains=self.domains
         )
 
-    def verdict(self, fake_score: float, domain: str | None = None) -> str:
-        return compute_verdict(fake_score, self.calibration.thresholds_for(domain))
+    def rule(self, domain: str | None = None, *, video: bool = False) -> DecisionRule:
+        """The thresholds that decide a row of ``domain`` (a video clip's with ``video``), and whose."""
+        return self.calibration.rule_for(domain, video=video)
+
+    def decide(
+        self,
+        fake_score: float,
+        domain: str | None,
+        provenance: ProvenanceRecord | None = None,
+        *,
+        video: bool = False,
+    ) -> dict:
+        """Everything a row says about its decision, from one place: ``verdict``, ``decided_by`` (the
+        model, or the provenance evidence `decide_verdict` lets decide), ``label`` (the class name of
+        the verdict, `LabelRoles.label_for`), and the rule's ``threshold``, ``uncertain_from`` and
+        ``threshold_from`` (`DecisionRule.row_fields`)."""
+        rule = self.rule(domain, video=video)
+        verdict, decided_by = decide_verdict(rule.decide(fake_score), provenance)
+        return {
+            "verdict": verdict,
+            "decided_by": decided_by,
+            "label": self.roles.label_for(verdict),
+            **rule.row_fields(),
+        }
 
     def failed(
         self, source: str | int, error: Exception | str, provenance: ProvenanceRecord | None = None
@@ -129,7 +147,7 @@ class Scorer:
         aggregation: FaceAggregation,
     ) -> FacesScored:
         """One image's result from the outputs of its crops (`combine_faces` over the scoring rule)."""
-        return combine_faces(self.score_outputs(outputs), boxes, crop_boxes, aggregation)
+        return combine_faces(self.score_outputs(outputs), boxes, crop_boxes, aggregation, self.roles)
 
     def predict(self, scored: InputLogits, aggregation: FaceAggregation) -> Prediction:
         """The `Prediction` for one input's logits: its faces combined by ``aggregation`` in face mode,
@@ -139,24 +157,20 @@ class Scorer:
         faces = None
         if scored.boxes is None:
             (score,) = self.score_outputs(scored.outputs)
-            label, fake_score, domain = score.label, score.fake_score, score.domain
+            fake_score, domain = score.fake_score, score.domain
         else:
             combined = self.combine(scored.outputs, scored.boxes, scored.crop_boxes, aggregation)
-            faces, label, fake_score = combined.faces, combined.label, combined.fake_score
-            domain = combined.domain
-        verdict, decided_by = decide_verdict(self.verdict(fake_score, domain), scored.provenance)
+            faces, fake_score, domain = combined.faces, combined.fake_score, combined.domain
         return Prediction(
             source=scored.source,
-            label=label,
             fake_score=fake_score,
-            verdict=verdict,
             model=self.model,
             revision=self.revision,
             faces=faces,
-            decided_by=decided_by,
             provenance=scored.provenance,
             domain=domain,
             detector=self.detector_name(domain),
+            **self.decide(fake_score, domain, scored.provenance),
         )
 
     def detector_name(self, domain: str | None) -> str:
@@ -170,25 +184,28 @@ def combine_faces(
     boxes: tuple[FaceBox, ...],
     crop_boxes: tuple[tuple[int, int, int, int], ...],
     aggregation: FaceAggregation,
+    roles: LabelRoles,
 ) -> FacesScored:
     """One image's result from the scores of its crops (in ``boxes`` order).
 
     With no face, the whole image's score is the result (and ``faces`` is empty: ``no_face``). The
-    combined label and domain are those of the face whose score is nearest the combined score (for
-    "max" and "largest", the deciding face itself).
+    combined domain is that of the face whose score is nearest the combined score (for "max" and
+    "largest", the deciding face itself). Each face's ``label`` is the class name of its own verdict
+    (``roles``).
     """
     if not boxes:
         (score,) = scores
-        return FacesScored((), score.label, score.fake_score, score.domain)
+        return FacesScored((), score.fake_score, score.domain)
     faces = tuple(
         FaceScore(
             box=box.as_tuple(),
             crop_box=crop,
             detection_score=box.score,
-            label=score.label,
+            label=roles.label_for(score.verdict),
             fake_score=score.fake_score,
             verdict=score.verdict,
             domain=score.domain,
+            threshold=score.rule.thresholds.fake,
         )
         for box, crop, score in zip(boxes, crop_boxes, scores, strict=True)
     )
@@ -196,4 +213,4 @@ def combine_faces(
     combined = aggregation.compute(values, [box.area for box in boxes])
     nearest = faces[int(np.argmin(np.abs(values - combined)))]
     # A face the face detector found is in the face domain, whether or not the model has a probe.
-    return FacesScored(faces, nearest.label, combined, nearest.domain or FACE_DOMAIN)
+    return FacesScored(faces, combined, nearest.domain or FACE_DOMAIN)

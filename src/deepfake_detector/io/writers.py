@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from deepfake_detector.results import PROVENANCE_COLUMNS, SUMMARY_FIELDS, Prediction, VideoPrediction
+from deepfake_detector.results import (
+    PROVENANCE_COLUMNS,
+    SUMMARY_FIELDS,
+    Prediction,
+    VideoPrediction,
+    format_number,
+)
 
 FORMATS = ("table", "json", "jsonl", "csv")
 RESUMABLE_FORMATS = ("jsonl", "csv")
@@ -50,7 +56,7 @@ class ResultWriter:
         if fmt == "csv" and write_header:
             self._csv.writerow(csv_columns(summary))
         elif fmt == "table":
-            self.stream.write(f"{'verdict':<10} {'fake_score':>10}  {'domain':<8} {'label':<12} source\n")
+            self.stream.write(f"{'verdict':<10} {'fake_score':>10} {'threshold':>10}  {'domain':<8} source\n")
         elif fmt == "json":
             self.stream.write("[")
 
@@ -100,30 +106,35 @@ def flat_row(prediction: Prediction | VideoPrediction, summary: bool = False) ->
 
 
 def _table_row(prediction: Prediction | VideoPrediction) -> str:
-    """One line of the table; the domain is "-" for a checkpoint that can't tell domains."""
+    """One line of the table, numbers rounded for people (`format_number`; the files keep them
+    whole); the domain is "-" for a checkpoint that can't tell domains."""
     if prediction.error is not None:
-        return f"{'ERROR':<10} {'-':>10}  {'-':<8} {'-':<12} {prediction.error}\n"
-    score = f"{prediction.fake_score:>10.4f}"
+        return f"{'ERROR':<10} {'-':>10} {'-':>10}  {'-':<8} {prediction.error}\n"
+    score, threshold = format_number(prediction.fake_score), format_number(prediction.threshold)
     domain = prediction.domain or "-"
-    label = "(video)" if isinstance(prediction, VideoPrediction) else prediction.label
     return (
-        f"{prediction.verdict:<10} {score}  {domain:<8} {label:<12} {prediction.source}"
+        f"{prediction.verdict:<10} {score:>10} {threshold:>10}  {domain:<8} {prediction.source}"
         f"{_table_note(prediction)}\n"
     )
 
 
 def _table_note(prediction: Prediction | VideoPrediction) -> str:
-    """What decided a verdict set by provenance, and face and frame counts in face or video mode."""
+    """What decided a verdict set by provenance, the uncertain band, and face and frame counts in face
+    or video mode."""
     note = ""
     if prediction.decided_by == "provenance":
         decisive = ", ".join(finding.name for finding in prediction.provenance.decisive)
         note = f"  [decided by provenance: {decisive}]"
+    if prediction.uncertain_from is not None:
+        note += f"  [uncertain from {format_number(prediction.uncertain_from)}]"
     return note + _count_note(prediction)
 
 
 def _count_note(prediction: Prediction | VideoPrediction) -> str:
     if isinstance(prediction, VideoPrediction):
         parts = [f"{len(prediction.frames)} frames", prediction.aggregation["strategy"]]
+        if prediction.threshold_from:
+            parts.append(f"{prediction.threshold_from} threshold")
         if prediction.no_face_frames is not None:
             parts.append(f"{prediction.no_face_frames} without a face")
         if prediction.stopped_at_s is not None:

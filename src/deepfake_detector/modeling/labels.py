@@ -60,6 +60,23 @@ class LabelRoles:
             "fake": [self.id2label[i] for i in self.fake_ids],
         }
 
+    def label_for(self, verdict: str | None) -> str | None:
+        """The checkpoint's class name for a verdict: what a result row's deprecated ``label`` says.
+
+        "fake" is the fake class's name (e.g. "Deepfake"), "real" the real class's (e.g. "Realism");
+        a role with several classes is all their names joined by "/" in index order (e.g.
+        "Deepfake/Synthetic"), because the fake score is the sum over all of them: the verdict is
+        about the role, never about one of its classes. "uncertain" stays "uncertain"; no verdict
+        (an error row) is None. So ``label`` can never disagree with ``verdict``; it used to be the
+        checkpoint's top class (the verdict at 0.5 instead of the calibrated threshold).
+        """
+        if verdict is None or verdict == "uncertain":
+            return verdict
+        if verdict not in ("real", "fake"):
+            raise ValueError(f"verdict must be real, fake or uncertain, got {verdict!r}")
+        ids = self.fake_ids if verdict == "fake" else self.real_ids
+        return "/".join(self.id2label[i] for i in ids)
+
 
 def _tokens(label: str) -> set[str]:
     # "Real_Images", "deep-fake", "AIGenerated" and "Realism" must all resolve, so match whole words

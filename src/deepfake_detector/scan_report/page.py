@@ -182,7 +182,11 @@ def _entry(index: int, row: dict, base: Path | None, overlays: dict[str, Path]) 
         "kind": "video" if video else "image",
         "verdict": _verdict(row.get("verdict")) if row.get("error") is None else None,
         "fake_score": _number(row.get("fake_score")),
-        "label": _text(row.get("label")),
+        # The rule that decided the row, as the row says it (None in rows written before rows carried
+        # it: the page then uses the run's rule). The deprecated ``label`` is not shown: ``verdict`` is.
+        "threshold": _number(row.get("threshold")),
+        "uncertain_from": _number(row.get("uncertain_from")),
+        "threshold_from": _text(row.get("threshold_from")),
         "error": _text(row.get("error")),
         "model": _text(row.get("model")),
         "revision": _text(row.get("revision")),

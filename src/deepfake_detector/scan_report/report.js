@@ -70,16 +70,15 @@
   // What the domain filter matches: the domain, "none" for a scored card without one, "error".
   const domainOf = (card) => card.domain || (card.verdict ? "none" : "error");
   const isNumber = (value) => typeof value === "number" && Number.isFinite(value);
-  const score3 = (value) => (isNumber(value) ? value.toFixed(3) : "–");
+  // A score or threshold as people read it: 3 significant digits, the rule of the package's
+  // format_number (the rows keep full precision).
+  const number3 = (value) => (isNumber(value) ? String(Number(value.toPrecision(3))) : "–");
   const plural = (count, word) => `${count.toLocaleString()} ${word}${count === 1 ? "" : "s"}`;
-
-  // A threshold as people read it: 4 significant digits (calibrated ones have 16).
-  const number4 = (value) => String(Number(value.toPrecision(4)));
 
   function describeRule(rule) {
     if (!rule) return "unknown";
-    if (rule.real === rule.fake) return `fake at or above ${number4(rule.fake)}`;
-    return `real below ${number4(rule.real)}, uncertain between, fake at or above ${number4(rule.fake)}`;
+    if (rule.real === rule.fake) return `fake at or above ${number3(rule.fake)}`;
+    return `real below ${number3(rule.real)}, uncertain between, fake at or above ${number3(rule.fake)}`;
   }
 
   // The domain whose own rule decided a row of ``domain``, as scoring chose it (Calibration.thresholds_for);
@@ -106,7 +105,19 @@
 
   // Whose rule decides a card of ``domain``, when each domain has its own: " (faces' threshold)".
   const whoseRule = (domain) => (perDomain ? ` (${ruleRows(ruleDomain(domain))}' threshold)` : "");
-  const describeThresholdsFor = (domain) => describeRule(thresholdsFor(domain)) + whoseRule(domain);
+
+  // The rule that decided a card: the one its row names (``threshold``, ``uncertain_from``,
+  // ``threshold_from``), else, for rows written before rows carried it, the run's rule of its domain.
+  function cardRule(card) {
+    if (!isNumber(card.threshold)) return thresholdsFor(card.domain);
+    return { real: isNumber(card.uncertain_from) ? card.uncertain_from : card.threshold, fake: card.threshold };
+  }
+  const WHOSE = { video: " (the model's video threshold)", caller: " (this run's own threshold)" };
+  function whoseCardRule(card) {
+    if (!isNumber(card.threshold)) return whoseRule(card.domain);
+    return WHOSE[card.threshold_from] || (card.domain && perDomain ? ` (${ruleRows(card.domain)}' threshold)` : "");
+  }
+  const describeCardRule = (card) => describeRule(cardRule(card)) + whoseCardRule(card);
 
   // A row of a facts table; ``value`` is text, or a list of texts shown one per line.
   function row(table, label, value, note) {
@@ -204,7 +215,7 @@
       for (const value of new Set([rule.real, rule.fake])) {
         const line = svgElement("line", { x1: xOf(value), x2: xOf(value), y1: top - 4, y2: top + plotHeight }, "hist-threshold");
         if (perDomain) line.dataset.domain = domain || "";
-        svg.append(svgTitle(line, `${perDomain ? `${ruleRows(domain)}: ` : ""}threshold ${number4(value)}`));
+        svg.append(svgTitle(line, `${perDomain ? `${ruleRows(domain)}: ` : ""}threshold ${number3(value)}`));
       }
       if (!perDomain) return;
       const end = rule.fake > 0.8; // near the right edge, the label goes left of its line
@@ -303,12 +314,12 @@
       for (const face of card.faces) {
         const box = face.box;
         if (!Array.isArray(box) || box.length !== 4) continue;
-        const div = make("div", `face face-${face.verdict || "unknown"}`, score3(face.fake_score));
+        const div = make("div", `face face-${face.verdict || "unknown"}`, number3(face.fake_score));
         div.style.left = `${(box[0] / width) * 100}%`;
         div.style.top = `${(box[1] / height) * 100}%`;
         div.style.width = `${((box[2] - box[0]) / width) * 100}%`;
         div.style.height = `${((box[3] - box[1]) / height) * 100}%`;
-        div.title = `face: fake score ${score3(face.fake_score)} (${face.verdict})`;
+        div.title = `face: fake score ${number3(face.fake_score)} (${face.verdict})`;
         stage.append(div);
       }
     }
@@ -358,16 +369,16 @@
     const fill = make("div", `fill ${verdictOf(card)}`);
     fill.style.width = isNumber(card.fake_score) ? `${(card.fake_score * 100).toFixed(1)}%` : "0";
     bar.append(fill);
-    const rule = thresholdsFor(card.domain);
+    const rule = cardRule(card);
     if (rule) {
       for (const value of new Set([rule.real, rule.fake])) {
         const marker = make("div", "marker");
         marker.style.left = `calc(${value * 100}% - 1px)`;
-        marker.title = `threshold ${number4(value)}`;
+        marker.title = `threshold ${number3(value)}`;
         bar.append(marker);
       }
     }
-    bar.title = `fake score ${score3(card.fake_score)}; ${describeThresholdsFor(card.domain)}`;
+    bar.title = `fake score ${number3(card.fake_score)}; ${describeCardRule(card)}`;
     return bar;
   }
 
@@ -380,7 +391,7 @@
     const [left, right, top, bottom] = points ? [16, 8, 6, 14] : [4, 4, 4, 4]; // room for the axis labels
     const x = (t) => (usable.length === 1 ? (left + width - right) / 2 : left + (t / end) * (width - left - right));
     const y = (s) => height - bottom - s * (height - top - bottom);
-    const rule = thresholdsFor(card.domain); // the clip's; each frame is coloured by its own domain's
+    const rule = cardRule(card); // the clip's; each frame is coloured by its own domain's image rule
     if (rule) {
       svg.append(svgElement("line", { x1: 0, x2: width, y1: y(rule.fake), y2: y(rule.fake) }, "spark-threshold"));
     }
@@ -399,7 +410,7 @@
         const frameRule = thresholdsFor(domain || card.domain);
         const verdict = frameRule ? (s >= frameRule.fake ? "fake" : s < frameRule.real ? "real" : "uncertain") : "unknown";
         const dot = svgElement("circle", { cx: x(t), cy: y(s), r: 3.5 }, `spark-point hist-${verdict}`);
-        svg.append(svgTitle(dot, `${t.toFixed(2)} s: fake score ${s.toFixed(3)}${domain ? `, judged as ${domainName(domain)}` : ""}`));
+        svg.append(svgTitle(dot, `${t.toFixed(2)} s: fake score ${number3(s)}${domain ? `, judged as ${domainName(domain)}` : ""}`));
       }
     }
     svg.setAttribute("aria-label", `fake score of ${usable.length} frames over ${end.toFixed(1)} s`);
@@ -435,7 +446,7 @@
     }
     const line = make("div", "verdict-line");
     line.append(make("span", `verdict ${verdict}`, verdict.toUpperCase()));
-    if (isNumber(card.fake_score)) line.append(make("span", "score", score3(card.fake_score)));
+    if (isNumber(card.fake_score)) line.append(make("span", "score", number3(card.fake_score)));
     if (card.domain) {
       const chip = make("span", "chip chip-domain", domainName(card.domain));
       chip.title = `judged as ${domainName(card.domain)}${card.detector ? ` by the ${card.detector}` : ""}`;
@@ -492,8 +503,7 @@
 
     const facts = make("table", "facts");
     row(facts, "Verdict", verdictOf(card).toUpperCase());
-    row(facts, "Fake score", score3(card.fake_score), `threshold: ${describeThresholdsFor(card.domain)}`);
-    if (card.label) row(facts, "Model label", card.label);
+    row(facts, "Fake score", number3(card.fake_score), `threshold: ${describeCardRule(card)}`);
     if (card.decided_by) row(facts, "Decided by", card.decided_by);
     if (card.domain) {
       row(facts, "Judged as", domainName(card.domain), card.detector ? `scored by the ${card.detector}` : null);
@@ -502,7 +512,7 @@
     }
     row(facts, "Model", card.model + (card.revision ? ` @ ${card.revision}` : ""));
     if (Array.isArray(card.faces)) {
-      const listed = card.faces.map((face, k) => `face ${k + 1}: fake score ${score3(face.fake_score)} (${face.verdict}), box ${JSON.stringify(face.box)}`);
+      const listed = card.faces.map((face, k) => `face ${k + 1}: fake score ${number3(face.fake_score)} (${face.verdict}), box ${JSON.stringify(face.box)}`);
       row(facts, "Faces", card.faces.length ? listed.join("; ") : "none found: scored whole");
     }
     if (card.error) row(facts, "Error", card.error);
@@ -526,8 +536,8 @@
       if (video.decode_problem) row(table, "Decoding problem", video.decode_problem);
       body.append(table);
       const chart = timeline(card, "detail-timeline", 600, 140, true);
-      const rule = thresholdsFor(card.domain);
-      const dashed = rule ? `; dashed: fake threshold ${number4(rule.fake)}${whoseRule(card.domain)}` : "";
+      const rule = cardRule(card);
+      const dashed = rule ? `; dashed: fake threshold ${number3(rule.fake)}${whoseCardRule(card)}` : "";
       if (chart) body.append(chart, make("p", "muted", `fake score per frame over time${dashed}; hover a point for its time and score`));
     }
 

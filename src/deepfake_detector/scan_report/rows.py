@@ -20,7 +20,7 @@ from pathlib import Path
 from deepfake_detector.errors import DetectorError
 
 # Columns of flat rows (CSV, Parquet) by type; every other column is text (empty: None).
-_FLOAT_COLUMNS = ("fake_score",)
+_FLOAT_COLUMNS = ("fake_score", "threshold", "uncertain_from")
 _INT_COLUMNS = ("num_faces", "num_frames", "no_face_frames")
 _BOOL_COLUMNS = ("no_face", "ai_declared")
 

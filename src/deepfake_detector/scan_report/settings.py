@@ -1,6 +1,8 @@
 """What produced a set of results: model, revision, thresholds, engine, as far as it can be known.
 
-Rows carry their ``model``, ``revision`` and ``domain``, not the thresholds or the engine. ``predict
+Rows carry their ``model``, ``revision``, ``domain`` and (from this release) the threshold that decided
+each (``threshold``, ``uncertain_from``, ``threshold_from``), which each card shows; not the engine. The
+run's rules, for the summary and for rows written before rows carried their threshold: ``predict
 --report`` knows them (it holds the detector); a report built later from a results file reads the
 thresholds the checkpoint stores in its config (each domain's own, for a model with domains), without
 loading weights and never over the network, and keeps them only when every verdict in the rows agrees
@@ -191,13 +193,16 @@ def _count_disagreeing(rows: list[dict], settings: RunSettings) -> int:
 
 
 def _model_decided(rows: list[dict]) -> list[dict]:
-    """Scored rows whose verdict the model's score decided (not provenance evidence)."""
+    """Scored rows whose verdict the model's score decided (not provenance evidence) by an image rule:
+    a video clip decided by the model's video threshold says so (``threshold_from``) and is left out,
+    as the run's settings are its image rules."""
     return [
         row
         for row in rows
         if row.get("error") is None
         and isinstance(row.get("fake_score"), (int, float))
         and row.get("decided_by", "model") in (None, "model")
+        and row.get("threshold_from") != "video"
     ]
 
 

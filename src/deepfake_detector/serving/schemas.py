@@ -37,6 +37,32 @@ _DETECTOR = Field(
     description="Which head gave fake_score: 'face-head', 'general-head', or 'model' for a checkpoint "
     "with one head for everything; null for errors.",
 )
+_LABEL = Field(
+    default=None,
+    description="Deprecated, read `verdict`: the checkpoint's class name for the verdict ('Deepfake' for "
+    "fake, 'Realism' for real, 'uncertain'); it used to be the top class at 0.5 and will be removed in "
+    "the next release.",
+)
+_THRESHOLD = Field(
+    default=None,
+    ge=0.0,
+    le=1.0,
+    description="The fake threshold that decided this record: fake_score at or above it is 'fake'. Full "
+    "precision; null for errors.",
+)
+_UNCERTAIN_FROM = Field(
+    default=None,
+    ge=0.0,
+    le=1.0,
+    description="With an uncertain band, its lower edge: scores from it up to `threshold` are "
+    "'uncertain', below it 'real'; null without a band.",
+)
+_THRESHOLD_FROM = Field(
+    default=None,
+    description="Whose threshold: 'image' (the model's, of the record's domain), 'video' (the model's "
+    "video threshold) or 'caller' (the server's --threshold/--uncertain-band); null for errors.",
+)
+ThresholdFrom = Literal["image", "video", "caller"]
 
 
 class FaceRecord(BaseModel):
@@ -49,10 +75,13 @@ class FaceRecord(BaseModel):
     )
     crop_box: list[int] = Field(description="The square region that was scored.")
     detection_score: float | None = Field(description="The face detector's confidence, on its own scale.")
-    label: str
+    label: str = Field(description="Deprecated, read `verdict`: the class name of the face's verdict.")
     fake_score: float = Field(ge=0.0, le=1.0)
     verdict: Verdict
     domain: str | None = _DOMAIN
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The fake threshold of this face's own verdict."
+    )
 
 
 class FindingRecord(BaseModel):
@@ -103,9 +132,15 @@ class PredictionRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     source: str | int = Field(description="The uploaded file's name, else its position in the request.")
-    label: str | None = Field(description="The checkpoint's own top label, e.g. 'Deepfake'.")
+    label: str | None = _LABEL
     fake_score: float | None = Field(ge=0.0, le=1.0, description="Probability of the fake role.")
-    verdict: Verdict | None = Field(description="From the model's thresholds; see GET /v1/model.")
+    verdict: Verdict | None = Field(
+        description="fake_score against `threshold` (and `uncertain_from`), unless decided_by is "
+        "'provenance'."
+    )
+    threshold: float | None = _THRESHOLD
+    uncertain_from: float | None = _UNCERTAIN_FROM
+    threshold_from: ThresholdFrom | None = _THRESHOLD_FROM
     model: str
     revision: str | None
     error: str | None = Field(description="Why this image could not be scored; then the scores are null.")
@@ -149,9 +184,15 @@ class VideoPredictionRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     source: str | int = Field(description="The uploaded file's name.")
-    label: None = Field(description="Always null: videos have no single top label.")
+    label: str | None = _LABEL
     fake_score: float | None = Field(ge=0.0, le=1.0)
-    verdict: Verdict | None
+    verdict: Verdict | None = Field(
+        description="fake_score against `threshold`: the model's video threshold where it stores one "
+        "(threshold_from 'video'), else the image threshold of the clip's domain."
+    )
+    threshold: float | None = _THRESHOLD
+    uncertain_from: float | None = _UNCERTAIN_FROM
+    threshold_from: ThresholdFrom | None = _THRESHOLD_FROM
     model: str
     revision: str | None
     error: str | None
@@ -182,9 +223,12 @@ class ExplanationRecord(BaseModel):
 
     source: str | int
     method: Literal["rollout", "gradcam"] = Field(description='The method used ("auto" resolved).')
-    label: str | None
+    label: str | None = _LABEL
     fake_score: float | None = Field(ge=0.0, le=1.0)
     verdict: Verdict | None
+    threshold: float | None = _THRESHOLD
+    uncertain_from: float | None = _UNCERTAIN_FROM
+    threshold_from: ThresholdFrom | None = _THRESHOLD_FROM
     image_size: list[int] | None = Field(description="[width, height] of the heatmap and the image.")
     peak_xy: list[int] | None = Field(description="[x, y] pixel of the hottest point.")
     model: str
@@ -242,6 +286,16 @@ class ModelResponse(BaseModel):
         default=None,
         description="Each domain's thresholds, which decide the verdicts of its images instead of "
         "`thresholds`; null when the model has no domains or a caller's threshold replaced them.",
+    )
+    video_thresholds: Thresholds | None = Field(
+        default=None,
+        description="The model's video thresholds: they decide a video clip's verdict (of a domain "
+        "without its own in `video_domain_thresholds`) instead of the image ones; null when the model "
+        "stores none or a caller's threshold replaced them.",
+    )
+    video_domain_thresholds: dict[str, Thresholds] | None = Field(
+        default=None,
+        description="Each domain's own video thresholds, for clips of that domain; null when there are none.",
     )
     features: dict[str, bool] = Field(description="Which of explain, faces and video this server can do.")
     limits: dict = Field(description="The server's limits (bytes, pixels, images, seconds).")

@@ -83,10 +83,10 @@ def predict_video(
     deciding = [frame for frame in frames if not frame.no_face] or frames
     fake_score = aggregation.compute([frame.fake_score for frame in deciding])
     domain = compute_clip_domain([frame.domain for frame in deciding])
+    decision = scorer.decide(fake_score, domain, video=True)  # the clip's rule: its video threshold
     return VideoPrediction(
         source=source,
         fake_score=fake_score,
-        verdict=scorer.verdict(fake_score, domain),
         model=scorer.model,
         revision=scorer.revision,
         frames=tuple(frames),
@@ -95,9 +95,9 @@ def predict_video(
         rotation_deg=reader.rotation_deg,
         stopped_at_s=reader.stopped_at_s,
         decode_problem=reader.problem,
-        decided_by="model",
         domain=domain,
         detector=scorer.detector_name(domain),
+        **decision,
     )
 
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 import os
 
 from deepfake_detector.optional import require
-from deepfake_detector.results import VideoPrediction
-from deepfake_detector.scoring import Thresholds
+from deepfake_detector.results import VideoPrediction, format_number
 
 
-def render_timeline(prediction: VideoPrediction, path: str | os.PathLike, thresholds: Thresholds) -> None:
+def render_timeline(prediction: VideoPrediction, path: str | os.PathLike) -> None:
     """Writes a plot of every sampled frame's fake score against its time, to ``path`` (PNG, SVG, PDF).
 
     Frames with a face are filled dots, frames without one hollow; the video's aggregated score is a
-    dashed line, the thresholds dotted ones, and where decoding stopped early a vertical line.
+    dashed line, the thresholds that decided it (the prediction's own: ``threshold``, and
+    ``uncertain_from`` with an uncertain band) dotted ones, and where decoding stopped early a vertical
+    line. Numbers in the legend are rounded for people (`format_number`).
 
     Args:
         prediction: A scored video (``error`` unset).
         path: Output file; its suffix picks the format.
-        thresholds: The decision thresholds the verdict used.
 
     Raises:
         ValueError: The prediction has no frames (it failed).
@@ -52,14 +52,21 @@ def render_timeline(prediction: VideoPrediction, path: str | os.PathLike, thresh
         color="black",
         linestyle="--",
         linewidth=1.2,
-        label=f"video score {prediction.fake_score:.3f} ({prediction.aggregation['strategy']})",
+        label=f"video score {format_number(prediction.fake_score)} ({prediction.aggregation['strategy']})",
     )
+    whose = f"{prediction.threshold_from} " if prediction.threshold_from else ""
     axes.axhline(
-        thresholds.fake, color="tab:blue", linestyle=":", label=f"fake threshold {thresholds.fake:g}"
+        prediction.threshold,
+        color="tab:blue",
+        linestyle=":",
+        label=f"fake threshold {format_number(prediction.threshold)} ({whose}threshold)",
     )
-    if thresholds.real != thresholds.fake:
+    if prediction.uncertain_from is not None:
         axes.axhline(
-            thresholds.real, color="tab:green", linestyle=":", label=f"real threshold {thresholds.real:g}"
+            prediction.uncertain_from,
+            color="tab:green",
+            linestyle=":",
+            label=f"uncertain from {format_number(prediction.uncertain_from)}",
         )
     if prediction.stopped_at_s is not None:
         axes.axvline(prediction.stopped_at_s, color="tab:orange", label="decoding stopped")

@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "deepfake-detector-api-key";
-let model = null; // GET /v1/model, for the thresholds (each domain's, for a model with domains)
+let model = null; // GET /v1/model, for the model line
 // The domains a checkpoint's domain probe tells apart, as the page words them (others as named).
 const DOMAIN_NAMES = { face: "face", general: "general image" };
 
@@ -71,20 +71,21 @@ function resetResult() {
   $("domain-text").removeAttribute("data-detector");
 }
 
-// A threshold as people read it: 3 significant digits (calibrated ones have 16; the JSON keeps them).
+// A score or threshold as people read it: 3 significant digits, the rule of the package's
+// format_number (the JSON keeps full precision).
 const threeDigits = (value) => String(Number(value.toPrecision(3)));
 
-// The rule that decided a result, as the server's scoring chose it: its domain's own thresholds where
-// the model has them, else the model's. ``domain`` is set only for a domain's own rule, and ``whose``
-// words it ("general images'"). Null until GET /v1/model has answered.
+// The rule that decided a result, as the record itself says (``threshold``, ``uncertain_from``,
+// ``threshold_from``): the page never re-derives it. ``whose`` words whose threshold it is ("model's
+// video", "general images'"), empty for the model's one image rule; ``domain`` is set for a domain's
+// image rule. Null without a threshold.
+const WHOSE = { video: "model's video", caller: "server's own" };
 function ruleOf(record) {
-  if (!model) return null;
-  const own = model.domain_thresholds || {};
-  if (record.domain && Object.hasOwn(own, record.domain)) {
-    const whose = `${DOMAIN_NAMES[record.domain] || record.domain}s'`;
-    return { thresholds: own[record.domain], domain: record.domain, whose };
-  }
-  return { thresholds: model.thresholds, domain: null, whose: "" };
+  if (typeof record.threshold !== "number") return null;
+  const real = typeof record.uncertain_from === "number" ? record.uncertain_from : record.threshold;
+  const domain = record.threshold_from === "image" && record.domain ? record.domain : null;
+  const whose = WHOSE[record.threshold_from] || (domain ? `${DOMAIN_NAMES[domain] || domain}s'` : "");
+  return { thresholds: { real, fake: record.threshold }, domain, whose };
 }
 
 function describeRule(rule) {
@@ -93,7 +94,8 @@ function describeRule(rule) {
     real === fake
       ? `fake at or above ${threeDigits(fake)}`
       : `real below ${threeDigits(real)}, fake at or above ${threeDigits(fake)}`;
-  return rule.domain ? `${text}, ${rule.whose} threshold` : text;
+  if (!rule.whose) return text;
+  return `${text}, ${rule.domain ? "" : "the "}${rule.whose} threshold`;
 }
 
 function showVerdict(record) {
@@ -103,17 +105,14 @@ function showVerdict(record) {
   verdict.dataset.verdict = record.verdict;
   verdict.dataset.fakeScore = String(record.fake_score);
   const rule = ruleOf(record);
-  $("score-text").textContent =
-    `Fake score ${record.fake_score.toFixed(3)}` +
-    (rule ? ` (${describeRule(rule)})` : "") +
-    (record.label ? ` · model label “${record.label}”` : "");
+  $("score-text").textContent = `Fake score ${threeDigits(record.fake_score)}` + (rule ? ` (${describeRule(rule)})` : "");
   $("score-text").dataset.ruleDomain = rule && rule.domain ? rule.domain : "";
   showDomain(record);
   $("score-fill").style.width = `${(record.fake_score * 100).toFixed(1)}%`;
   $("score-fill").className = `fill-${record.verdict}`;
   if (rule) {
     const { real, fake } = rule.thresholds;
-    const whose = rule.domain ? ` (${rule.whose} threshold)` : "";
+    const whose = rule.whose ? ` (${rule.whose} threshold)` : "";
     $("threshold-real").style.left = `${real * 100}%`;
     $("threshold-fake").style.left = `${fake * 100}%`;
     $("threshold-real").hidden = real === fake;
@@ -185,7 +184,7 @@ function showFaces(record) {
       div.style.top = `${box[1] * scaleY}px`;
       div.style.width = `${(box[2] - box[0]) * scaleX}px`;
       div.style.height = `${(box[3] - box[1]) * scaleY}px`;
-      if (typeof face.fake_score === "number") div.textContent = face.fake_score.toFixed(2);
+      if (typeof face.fake_score === "number") div.textContent = threeDigits(face.fake_score);
       $("faces").append(div);
     }
   };
@@ -199,7 +198,7 @@ function describeFaces(record) {
 }
 
 // A per-frame timeline, when the video API returns one: [{timestamp_s, fake_score, domain}]; the dashed
-// line is the fake threshold of the clip's rule (its domain's, where the model has them).
+// line is the fake threshold that decided the clip (the model's video threshold, where it has one).
 function showTimeline(record) {
   const frames = record.frames;
   if (!Array.isArray(frames) || frames.length === 0) return;
@@ -222,8 +221,8 @@ function showTimeline(record) {
   const highest = Math.max(...frames.map((frame) => frame.fake_score));
   $("timeline-caption").textContent =
     `${frames.length} frames from 0 to ${end.toFixed(1)} s (left to right); score 0 at the bottom, 1 at the top; ` +
-    `highest ${highest.toFixed(3)}` + describeFrameDomains(frames) +
-    (rule ? `; dashed line: ${rule.domain ? `the ${rule.whose} ` : ""}fake threshold ${threeDigits(rule.thresholds.fake)}` : "");
+    `highest ${threeDigits(highest)}` + describeFrameDomains(frames) +
+    (rule ? `; dashed line: the ${rule.whose ? `${rule.whose} ` : ""}fake threshold ${threeDigits(rule.thresholds.fake)}` : "");
   $("timeline").hidden = false;
 }
 
