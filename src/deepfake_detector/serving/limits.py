@@ -9,6 +9,7 @@ upload. (FastAPI's own ``max_body_size`` answers in plain text, outside the app'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -45,12 +46,15 @@ class Admission:
         in_flight: Admitted and not yet answered.
         rejected: Refused because the queue was full.
         timeouts: Answered 504 because they overran the deadline.
+        disconnects: Abandoned by their client after the upload, before the answer; their work was
+            cancelled and their slot freed at once.
     """
 
     capacity: int
     in_flight: int = 0
     rejected: int = 0
     timeouts: int = 0
+    disconnects: int = 0
 
     def try_enter(self) -> bool:
         # No lock: only the event loop thread calls this, and there is no await in between.
@@ -152,8 +156,9 @@ class RequestGuard:
         )
 
     async def _call_with_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
+        started = finished = False
         received = 0
+        body_read = asyncio.Event()
 
         async def receive_limited() -> Message:
             nonlocal received
@@ -164,15 +169,38 @@ class RequestGuard:
                     # An HTTPException, because FastAPI passes those on from body parsing (others
                     # become a generic 400); the app's handler answers it as payload_too_large.
                     raise HTTPException(413, self._too_large_message())
+                if not message.get("more_body", False):
+                    body_read.set()
             return message
 
         async def send_tracking(message: Message) -> None:
-            nonlocal started
+            nonlocal started, finished
             started = started or message["type"] == "http.response.start"
+            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body"))
             await send(message)
 
+        async def client_gone() -> None:
+            # Once the body is read the app asks for nothing more, so the next message can only be the
+            # client leaving. (A client that leaves mid-upload ends the app's own body read instead.)
+            await body_read.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        answer = asyncio.ensure_future(
+            asyncio.wait_for(self.app(scope, receive_limited, send_tracking), self.timeout_s)
+        )
+        watcher = asyncio.ensure_future(client_gone())
         try:
-            await asyncio.wait_for(self.app(scope, receive_limited, send_tracking), self.timeout_s)
+            await asyncio.wait((answer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done() and not finished:
+                # Nobody is left to answer: stop the work (images not yet scored leave the batch) and
+                # free the request's slot now rather than at its deadline.
+                self.admission.disconnects += 1
+                answer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answer
+                return
+            await answer
         except asyncio.TimeoutError:
             self.admission.timeouts += 1
             if started:  # too late to change the answer; the client sees a cut-off response
@@ -183,3 +211,8 @@ class RequestGuard:
                 "the server may be overloaded, retry later or send fewer images",
             )
             await error.to_response()(scope, receive, send)
+        finally:
+            for task in (answer, watcher):  # the server stopping cancels this coroutine, not its tasks
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
