@@ -4,7 +4,8 @@
 
 Sets (all built at run time from ``--data``; nothing is written to disk):
 
-- photos: real and fake face photos from ``faces/manifest.csv``, ``--photos`` per source. Each has one
+- photos: real and fake face photos of one split (``--split``, default val) of ``faces/manifest.csv``,
+  ``--photos`` per source. Each has one
   subject in the middle; a box counts as that face when its centre lies in the middle half of the
   image and its side is at least a fifth of the image's. Other boxes are counted as "extra" (LFW news
   photos can hold real faces in the background, so extra boxes are not all false).
@@ -18,6 +19,11 @@ Sets (all built at run time from ``--data``; nothing is written to disk):
 
 Precision is over the made-up sets and no-face images, where every face's place is known. Times are
 medians per image of the same process; "x hog" is each detector's time over dlib-hog's (default).
+"Crop agreement" is, over the photos where both found the subject, the median IoU of a detector's
+crop (margin 1.3) with dlib-hog's, and the share above 0.8 IoU.
+
+``--framing`` instead measures how CenterFace's own boxes sit against dlib-hog's on the same photos
+(side ratio and centre shift; the constants of `deepfake_detector.faces.centerface`).
 """
 
 from __future__ import annotations
@@ -35,12 +41,15 @@ import numpy as np
 from PIL import Image
 
 from deepfake_detector.faces.backends import load_face_detector
+from deepfake_detector.faces.boxes import FaceBox, compute_crop_box, compute_iou
 
 DETECTORS = (
     ("dlib-hog", {}),  # the default: upsample=1
     ("dlib-hog up0", {"upsample": 0}),
     ("dlib-cnn", {}),
     ("opencv-haar", {}),
+    ("centerface", {}),  # score_threshold=0.7
+    ("centerface t0.5", {"score_threshold": 0.5}),
 )
 SMALL_FACES_PX = (20, 30, 40, 60)  # face (brows to chin) side; the pasted photo is 1/0.65 of it
 ANGLES_DEG = (15, 30, 45, 90)
@@ -81,11 +90,18 @@ def _paste(canvas: Image.Image, face: Image.Image, side: int, centre: tuple[int,
     return (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
 
 
-def build_cases(data: Path, photos_per_source: int, seed: int) -> list[Case]:
+def load_rows(data: Path, split: str) -> list[dict]:
+    with open(data / "faces" / "manifest.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] == split]
+    if not rows:
+        raise SystemExit(f"no photos of split {split!r} in {data / 'faces' / 'manifest.csv'}")
+    return rows
+
+
+def build_cases(data: Path, photos_per_source: int, seed: int, split: str = "val") -> list[Case]:
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
-    with open(data / "faces" / "manifest.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = load_rows(data, split)
     by_source: dict[str, list[dict]] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
@@ -159,14 +175,19 @@ def _side(box: tuple[int, int, int, int]) -> int:
     return max(box[2] - box[0], box[3] - box[1])
 
 
+def find_subject(case: Case, boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
+    """The box of a photo's one subject (centre in the middle half, side at least a fifth), if found."""
+    width, height = case.image.size
+    middle = (width // 4, height // 4, width - width // 4, height - height // 4)
+    return next((b for b in boxes if _centre_in(b, middle) and _side(b) >= min(width, height) / 5), None)
+
+
 def score_case(case: Case, boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int]:
     """(faces found, faces present, boxes that are no known face) for one image."""
     if case.faces == "any":
         return (1 if boxes else 0), 1, max(len(boxes) - 1, 0)
     if case.faces == "centre":
-        width, height = case.image.size
-        middle = (width // 4, height // 4, width - width // 4, height - height // 4)
-        hit = any(_centre_in(b, middle) and _side(b) >= min(width, height) / 5 for b in boxes)
+        hit = find_subject(case, boxes) is not None
         return int(hit), 1, len(boxes) - int(hit)
     unmatched = list(boxes)
     for truth in case.faces:
@@ -179,21 +200,24 @@ def score_case(case: Case, boxes: list[tuple[int, int, int, int]]) -> tuple[int,
     return len(boxes) - len(unmatched), len(case.faces), len(unmatched)
 
 
-def run(cases: list[Case], labels: list[str]) -> dict[str, list[tuple[Case, int, int, int, float]]]:
-    results = {}
+def run(cases: list[Case], labels: list[str]) -> dict[str, list[tuple]]:
+    """Per detector, one row per case: (case, found, present, false boxes, ms, boxes).
+
+    The detectors take turns on each image, so a change in the machine's load (shared cores) falls on
+    all of them alike and the time ratios stay fair.
+    """
+    detectors = {}
     for label, options in DETECTORS:
-        if label not in labels:
-            continue
-        detector = load_face_detector(label.split()[0], **options)
-        detector.detect(cases[0].image)  # warm-up: first call pays for allocation
-        rows = []
-        for case in cases:
+        if label in labels:
+            detectors[label] = load_face_detector(label.split()[0], **options)
+            detectors[label].detect(cases[0].image)  # warm-up: first call pays for allocation
+    results: dict[str, list[tuple]] = {label: [] for label in detectors}
+    for case in cases:
+        for label, detector in detectors.items():
             start = time.perf_counter()
             boxes = [box.as_tuple() for box in detector.detect(case.image)]
             elapsed_ms = (time.perf_counter() - start) * 1000
-            rows.append((case, *score_case(case, boxes), elapsed_ms))
-        results[label] = rows
-        print(f"  {label}: done", file=sys.stderr)
+            results[label].append((case, *score_case(case, boxes), elapsed_ms, boxes))
     return results
 
 
@@ -207,13 +231,32 @@ def _median_ms(rows, set_name: str) -> float:
     return statistics.median(r[4] for r in rows if r[0].set_name == set_name)
 
 
+def _crop_agreement(rows, baseline_rows) -> str:
+    """Median IoU of the subject's crop (margin 1.3) with dlib-hog's, and the share above 0.8."""
+    ious = []
+    for row, base in zip(rows, baseline_rows, strict=True):
+        if row[0].set_name != "photos":
+            continue
+        mine, theirs = find_subject(row[0], row[5]), find_subject(base[0], base[5])
+        if mine is None or theirs is None:
+            continue
+        size = row[0].image.size
+        crop = compute_crop_box(FaceBox(*mine), size)
+        ious.append(compute_iou(crop, compute_crop_box(FaceBox(*theirs), size)))
+    if not ious:
+        return "n/a"
+    above = sum(iou >= 0.8 for iou in ious)
+    return f"{statistics.median(ious):.2f} ({above}/{len(ious)} >= 0.8)"
+
+
 def print_tables(results) -> None:
     baseline = {name: _median_ms(results["dlib-hog"], name) for name in ("photos", "frames")}
     print(
         "| detector | photos found | extra boxes on photos | FF++ frames found | small | rotated | several "
-        "| precision (made-up + no-face) | false boxes on no-face | ms/photo | ms/frame | x hog (frame) |"
+        "| precision (made-up + no-face) | false boxes on no-face | crop agreement with hog | ms/photo "
+        "| ms/frame | x hog (frame) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, rows in results.items():
         known = [r for r in rows if r[0].set_name in ("small", "rotated", "several", "no-face")]
         true_boxes, false_boxes = sum(r[1] for r in known), sum(r[3] for r in known)
@@ -225,7 +268,8 @@ def print_tables(results) -> None:
         print(
             f"| {label} | {_recall(rows, 'photos')} | {extra} on {photos} | {_recall(rows, 'frames')} "
             f"| {_recall(rows, 'small')} | {_recall(rows, 'rotated')} | {_recall(rows, 'several')} "
-            f"| {precision:.2f} | {no_face} | {_median_ms(rows, 'photos'):.0f} | {frame_ms:.0f} "
+            f"| {precision:.2f} | {no_face} | {_crop_agreement(rows, results['dlib-hog'])} "
+            f"| {_median_ms(rows, 'photos'):.0f} | {frame_ms:.0f} "
             f"| {frame_ms / baseline['frames']:.1f} |"
         )
     print()
@@ -241,6 +285,44 @@ def print_tables(results) -> None:
         print(f"| {label} | " + " | ".join(_recall(rows, s, c) for s, c in conditions) + " |")
 
 
+def measure_framing(data: Path, photos_per_source: int, seed: int, split: str) -> None:
+    """How CenterFace's own boxes sit against dlib-hog's: side ratio and centre shift, medians."""
+    from deepfake_detector.faces.centerface import CenterFaceRunner
+
+    pick = random.Random(seed)
+    rows = load_rows(data, split)
+    hog = load_face_detector("dlib-hog")
+    runner = CenterFaceRunner()
+    side_ratios, shifts_down, shifts_right, pairs = [], [], [], 0
+    for source in sorted({row["source"] for row in rows}):
+        source_rows = [row for row in rows if row["source"] == source]
+        for row in pick.sample(source_rows, min(photos_per_source, len(source_rows))):
+            image = Image.open(data / "faces" / row["path"]).convert("RGB")
+            theirs = [box.as_tuple() for box in hog.detect(image)]
+            mine = runner(np.asarray(image), dlib_framing=False)
+            if not theirs or not mine:
+                continue
+            # The CenterFace box whose centre lies inside dlib's largest box is the same face.
+            dlib_box = theirs[0]
+            same = [b for b in mine if _centre_in(b[:4], dlib_box)]
+            if not same:
+                continue
+            left, top, right, bottom, _ = max(same, key=lambda b: b[4])
+            dlib_side = _side(dlib_box)
+            side_ratios.append(dlib_side / ((right - left) * (bottom - top)) ** 0.5)
+            shifts_down.append(((dlib_box[1] + dlib_box[3]) - (top + bottom)) / 2 / dlib_side)
+            shifts_right.append(((dlib_box[0] + dlib_box[2]) - (left + right)) / 2 / dlib_side)
+            pairs += 1
+    quartiles = statistics.quantiles(side_ratios, n=4)
+    print(f"{split} photos where both found the face: {pairs}")
+    print(
+        f"dlib side / CenterFace sqrt(width * height): median {statistics.median(side_ratios):.3f} "
+        f"(quartiles {quartiles[0]:.3f}, {quartiles[2]:.3f})"
+    )
+    print(f"centre shift down, over dlib side: median {statistics.median(shifts_down):+.3f}")
+    print(f"centre shift right, over dlib side: median {statistics.median(shifts_right):+.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -248,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--photos", type=int, default=20, help="photos per source (%(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default="val", help="split of faces/manifest.csv (%(default)s)")
+    parser.add_argument(
+        "--framing", action="store_true", help="measure CenterFace's box framing against dlib-hog's"
+    )
     parser.add_argument(
         "--detectors",
         nargs="+",
@@ -257,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         help="which to run; dlib-hog is the baseline of the time ratios and always runs",
     )
     args = parser.parse_args(argv)
-    cases = build_cases(args.data, args.photos, args.seed)
+    if args.framing:
+        measure_framing(args.data, args.photos, args.seed, args.split)
+        return 0
+    cases = build_cases(args.data, args.photos, args.seed, args.split)
     counts = {}
     for case in cases:
         counts[case.set_name] = counts.get(case.set_name, 0) + 1

@@ -64,7 +64,7 @@ def test_unknown_detector_and_options_are_refused():
         load_face_detector("dlib-hog", upsample=5)
     with pytest.raises(ValueError, match=r"margin_ratio must be at least 1\.0"):
         FaceOptions(margin_ratio=0.5)
-    assert set(FACE_DETECTORS) == {"dlib-hog", "dlib-cnn", "opencv-haar"}
+    assert set(FACE_DETECTORS) == {"dlib-hog", "dlib-cnn", "opencv-haar", "centerface"}
 
 
 @pytest.fixture(scope="module")

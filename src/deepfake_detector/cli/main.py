@@ -13,6 +13,7 @@ from deepfake_detector.cli import (
     explain,
     export,
     fetch_backbone,
+    fetch_face_detector,
     info,
     predict,
     report,
@@ -31,6 +32,7 @@ COMMANDS = (
     train,
     train_head,
     fetch_backbone,
+    fetch_face_detector,
     serve,
     export,
 )
