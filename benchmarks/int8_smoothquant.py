@@ -14,7 +14,9 @@ remedy the literature uses before building a runtime for it:
 - Static per-tensor 8-bit activations over [-max, max] of the smoothed input on those images, and
   7-bit per-output-channel weights (what ONNX Runtime's ``reduce_range`` uses on CPUs without VNNI).
 - Only the linear layers named in a variant are quantised (``q``, ``k``, ``v``, ``o`` = out_proj,
-  ``fc1``, ``fc2``, in all 12 blocks); attention's own matmuls, LayerNorms and the heads stay float.
+  ``fc1``, ``fc2``), in every block but those a variant names after ``@`` (0-based, e.g.
+  ``q+k+v+o+fc1@0,1`` keeps blocks 0 and 1 in float); attention's own matmuls, LayerNorms and the
+  heads stay float.
 
 It reports, on the *val* split (all of ``modern/`` val and every third ``faces/`` val image), the
 agreement with fp32 (domains, verdicts at each domain's stored threshold, fake-score differences) and
@@ -126,8 +128,11 @@ class FakeQuantLinear(torch.nn.Module):
         return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
-def build_fake_quant(model, maxima: dict, parts: set[str], alpha: float):
-    """A copy of ``model`` with the named linear layers of every block fake-quantised."""
+def build_fake_quant(
+    model, maxima: dict, parts: set[str], alpha: float, float_blocks: set[int] = frozenset()
+):
+    """A copy of ``model`` with the named linear layers of every block but ``float_blocks`` (0-based)
+    fake-quantised."""
 
     def smoothing(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
         weight_max = torch.stack([w.abs().amax(0) for w in weights]).amax(0)  # (in,)
@@ -138,6 +143,8 @@ def build_fake_quant(model, maxima: dict, parts: set[str], alpha: float):
     quantised = copy.deepcopy(model)
     with torch.no_grad():
         for index, layer in enumerate(quantised.vision_model.encoder.layers):
+            if index in float_blocks:
+                continue
             attention, mlp = layer.self_attn, layer.mlp
             qkv = f"{LAYERS}.{index}.self_attn.q_proj"  # q, k and v read the same input
             shared = smoothing(
@@ -233,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for variant in args.variants:
-        quantised = build_fake_quant(model, maxima, set(variant.split("+")), args.alpha)
+        parts, _, blocks = variant.partition("@")
+        float_blocks = {int(block) for block in blocks.split(",") if block}
+        quantised = build_fake_quant(model, maxima, set(parts.split("+")), args.alpha, float_blocks)
         candidate = compute_outputs(quantised, val_pixels[keep])
         print(
             describe(f"alpha {args.alpha} {variant}", rows, reference, candidate, fake_ids, thresholds),
