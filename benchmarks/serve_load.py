@@ -122,16 +122,15 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 300) -> N
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(
-                f"serve_load: the server exited with {process.returncode}:\n{process.stderr.read()}"
-            )
+            output = process.stderr.read() if process.stderr else ""  # None when it goes to a log file
+            raise SystemExit(f"the server exited with {process.returncode}:\n{output}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.25)
-    raise SystemExit("serve_load: the server did not become ready in time")
+    raise SystemExit(f"the server at {url} did not become ready in {timeout_s:g} s")
 
 
 async def run_clients(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,16 +35,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def synthetic_images(count: int, seed: int = 0) -> list[tuple[str, bytes, str]]:
@@ -214,25 +203,10 @@ def server_rss_bytes(pid: int) -> int:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"serve_soak: the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("serve_soak: the server did not become ready in time")
-
-
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
-    from serve_load import build_random_vit_base, free_port
+    from domain_heads_cost import cpu_name
+    from serve_load import build_random_vit_base, free_port, wait_ready
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint folder (default: a random ViT-Base/16 in a temp folder)")
@@ -245,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the summary to this file")
     args = parser.parse_args(argv)
 
-    print(f"cpu {cpu_model()}")
+    print(f"cpu {cpu_name()}")
     with tempfile.TemporaryDirectory(prefix="serve-soak-") as scratch:
         model = args.model or str(build_random_vit_base(Path(scratch) / "random-vit-base"))
         images = synthetic_images(16)
@@ -294,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     server_errors -= sum(counter.get("503", 0) for counter in soak.statuses.values())  # refusals, by design
     latencies = sorted(soak.latencies_s)
     summary = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "minutes": args.minutes,
         "warmup_seconds": args.warmup_seconds,
         "clients": args.clients,

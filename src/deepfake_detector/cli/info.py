@@ -23,7 +23,6 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":  # full precision: for machines
         print(json.dumps(info, indent=2))
         return 0
-    rule = _format_rule
     temperature = format_number(info["temperature"])
     video = _video_lines(info)
     pre = info["preprocessing"]
@@ -35,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
         (
             f"thresholds:   per domain (temperature {temperature})"
             if info.get("domain_thresholds")
-            else f"thresholds:   {rule(info['thresholds'])} (temperature {temperature})"
+            else f"thresholds:   {_format_rule(info['thresholds'])} (temperature {temperature})"
         ),
-        *(f"  {name + ':':<11} {rule(each)}" for name, each in (info.get("domain_thresholds") or {}).items()),
+        *(
+            f"  {name + ':':<11} {_format_rule(each)}"
+            for name, each in (info.get("domain_thresholds") or {}).items()
+        ),
         *video,
         "domains:      "
         + (
