@@ -44,6 +44,7 @@ from deepfake_detector.io.images import load_image
 from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL, load_model_and_processor, resolve_checkpoint
 from deepfake_detector.modeling.labels import resolve_label_roles
 from deepfake_detector.scoring import compute_fake_scores, compute_probabilities
+from deepfake_detector.stored_settings import StoredSettings
 
 LAYERS = "vision_model.encoder.layers"
 BATCH = 16
@@ -205,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     model, processor = load_model_and_processor(checkpoint)
     model.eval()
     fake_ids = resolve_label_roles(model.config.id2label).fake_ids
-    stored = model.config.deepfake_detector["domains"]
-    thresholds = np.array([stored[name]["thresholds"]["fake"] for name in model.config.domains])
+    stored = StoredSettings.from_config(model.config).calibration
+    thresholds = np.array([stored.thresholds_for(name).fake for name in model.config.domains])
 
     train = select_rows(args.data, "train")
     rng = random.Random(0)

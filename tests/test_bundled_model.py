@@ -19,7 +19,7 @@ from deepfake_detector.modeling.checkpoints import (
     bundled_model_folder,
     resolve_checkpoint,
 )
-from deepfake_detector.scoring import CONFIG_KEY
+from deepfake_detector.stored_settings import SETTINGS_KEY
 
 from .conftest import SEED_LABELS, jpeg_bytes
 
@@ -73,7 +73,7 @@ def test_no_shipped_file_holds_a_machine_path(name):
 def test_every_bundled_model_is_calibrated_on_a_validation_split(name):
     config = json.loads((bundled_model_folder(name) / "config.json").read_text())
     assert config["id2label"] == {"0": "Realism", "1": "Deepfake"}
-    stored = config[CONFIG_KEY]
+    stored = config[SETTINGS_KEY]
     assert stored["fitted_on"]["split"] == "val"
     assert 0.0 < stored["thresholds"]["fake"] < 1.0
 
@@ -140,6 +140,6 @@ def test_the_default_decides_face_clips_by_its_video_threshold():
     assert face.origin == "video" and 0.0 < face.thresholds.fake < calibration.thresholds_for("face").fake
     assert calibration.rule_for("face").origin == "image"  # images keep theirs
     assert calibration.rule_for("general", video=True).origin == "image"
-    fitted_on = json.loads((bundled_model_folder(DEFAULT_MODEL) / "config.json").read_text())[CONFIG_KEY]
+    fitted_on = json.loads((bundled_model_folder(DEFAULT_MODEL) / "config.json").read_text())[SETTINGS_KEY]
     fitted_on = fitted_on["video"]["fitted_on"]
     assert fitted_on["split"].startswith("val") and fitted_on["scored_with"]["faces"] is True

@@ -173,6 +173,6 @@ def test_the_fetch_command_prints_the_cached_path(onnx_path, capsys):
 
 
 def test_face_mode_options_accept_centerface():
-    from deepfake_detector.inference.faces import FaceOptions
+    from deepfake_detector.faces.crops import FaceOptions
 
     assert FaceOptions(detector="centerface").to_config()["detector"] == "centerface"

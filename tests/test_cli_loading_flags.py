@@ -15,6 +15,7 @@ import pytest
 from deepfake_detector.cli.main import build_parser, main
 from deepfake_detector.faces.crops import FaceOverrides
 from deepfake_detector.inference.config import DetectorConfig, DetectorConfigError
+from deepfake_detector.inference.detector import Detector
 from deepfake_detector.scoring import Thresholds
 
 LOADING_VERBS = ("predict", "info", "evaluate", "calibrate", "explain", "serve")
@@ -110,7 +111,7 @@ def test_flags_become_the_config_as_given(seed_checkpoint):
         faces=FaceOverrides(margin_ratio=1.5),
         workers=0,
     )
-    detector = config.build(device="cpu")
+    detector = Detector.from_config(config, device="cpu")
     assert detector.engine.precision == "fp32" and detector.preprocessor.jpeg_draft is True
     assert detector.thresholds == Thresholds(real=0.2, fake=0.8)
     assert detector.face_options is None  # a margin alone does not switch face mode on

@@ -30,7 +30,7 @@ from deepfake_detector.evaluation.evaluate import (
 )
 from deepfake_detector.evaluation.metrics import compute_roc_auc
 from deepfake_detector.io.images import load_image
-from deepfake_detector.scoring import CONFIG_KEY
+from deepfake_detector.stored_settings import SETTINGS_KEY
 
 from .conftest import SEED_LABELS, build_tiny_vit, jpeg_bytes
 from .doc_pages import code_blocks
@@ -184,8 +184,8 @@ def test_calibrate_then_evaluate_end_to_end(checkpoint, manifest, tmp_path, caps
     )
     assert code == 0, capsys.readouterr().err
     assert (checkpoint / "config.json").read_text() == before  # the original is untouched
-    stored = json.loads((calibrated / "config.json").read_text())[CONFIG_KEY]
-    assert set(stored) == {"temperature", "thresholds", "fitted_on"}
+    stored = json.loads((calibrated / "config.json").read_text())[SETTINGS_KEY]
+    assert set(stored) == {"format", "temperature", "thresholds", "fitted_on"}
     assert stored["fitted_on"]["split"] == "val" and stored["fitted_on"]["images"] == 16
 
     # Detector picks the calibration up, and on the validation images it keeps the target FPR.

@@ -15,7 +15,7 @@ import pytest
 from deepfake_detector import Detector
 from deepfake_detector.cli.main import main
 from deepfake_detector.faces.crops import FaceOptions, FaceOverrides, resolve_face_options
-from deepfake_detector.inference.detector import load_stored_face_options
+from deepfake_detector.stored_settings import load_checkpoint_settings
 from deepfake_detector.video.decode import FrameSampling
 
 from .media import picture_with_faces, write_video
@@ -132,8 +132,8 @@ def test_the_ray_driver_reads_face_settings_from_the_config_alone(checkpoints, m
         raise AssertionError("the driver loaded the model just to read its face settings")
 
     monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", refuse)
-    assert load_stored_face_options(checkpoints["plain"]) is None
-    assert load_stored_face_options(checkpoints["face"]) == FaceOptions(**STORED)
+    assert load_checkpoint_settings(checkpoints["plain"]).faces is None
+    assert load_checkpoint_settings(checkpoints["face"]).faces == FaceOptions(**STORED)
 
 
 def test_overrides_replace_only_what_they_name():
@@ -151,3 +151,36 @@ def test_overrides_replace_only_what_they_name():
     assert switched.margin_ratio == 1.6
     explicit = FaceOptions(margin_ratio=1.1)
     assert resolve_face_options(explicit, stored) is explicit
+
+
+def test_faces_switched_off_at_load_keep_the_checkpoints_settings_for_a_call_that_asks(checkpoints):
+    """Face mode off at load (``faces=False``, ``serve --no-faces``) is a default, not a loss: a call
+    that asks for faces crops with the checkpoint's detector and margin (1.6), not the library's (1.3)."""
+    image, _ = picture_with_faces(320, 240, [(40, 20, 180)])
+    trained = Detector.from_pretrained(checkpoints["face"], device="cpu").predict(image)
+    off = Detector.from_pretrained(checkpoints["face"], device="cpu", faces=False)
+    assert off.predict(image).faces is None
+    asked = off.predict(image, faces=True)
+    assert asked.faces[0].crop_box == trained.faces[0].crop_box
+    library_default = off.predict(image, faces=FaceOptions())
+    assert library_default.faces[0].crop_box != trained.faces[0].crop_box  # the margin makes a difference
+
+
+def test_serve_no_faces_then_a_request_for_faces_uses_the_checkpoints_face_settings(checkpoints, tmp_path):
+    """The same through a real ``serve --no-faces`` process: uploads are scored whole unless a request
+    says ``faces=true``, and then with the checkpoint's margin."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    httpx = pytest.importorskip("httpx", reason="the dev extra is not installed")
+    from .serving_helpers import served_process
+
+    image, _ = picture_with_faces(320, 240, [(40, 20, 180)])
+    image.save(tmp_path / "face.png")
+    upload = ("images", ("face.png", (tmp_path / "face.png").read_bytes(), "image/png"))
+    trained = Detector.from_pretrained(checkpoints["face"], device="cpu").predict(tmp_path / "face.png")
+    with served_process(checkpoints["face"], "--no-faces") as (url, _):
+        whole = httpx.post(f"{url}/v1/predict", files=[upload], timeout=120)
+        asked = httpx.post(f"{url}/v1/predict", files=[upload], data={"faces": "true"}, timeout=120)
+    assert whole.status_code == asked.status_code == 200, (whole.text, asked.text)
+    (whole,), (asked,) = whole.json()["predictions"], asked.json()["predictions"]
+    assert whole.get("faces") is None
+    assert asked["faces"][0]["crop_box"] == list(trained.faces[0].crop_box)

@@ -8,7 +8,7 @@ from deepfake_detector import Detector
 from deepfake_detector.aggregation import FaceAggregation
 from deepfake_detector.faces.backends import FACE_DETECTORS, load_face_detector
 from deepfake_detector.faces.boxes import FaceBox, clip_box, compute_crop_box, compute_iou
-from deepfake_detector.inference.faces import FaceOptions
+from deepfake_detector.faces.crops import FaceOptions
 from tests.media import background, iou, picture_with_faces
 
 pytest.importorskip("dlib", reason="face tests need the 'faces' extra")

@@ -356,3 +356,28 @@ def test_evaluate_reports_what_provenance_decided(tmp_path, chain, detector):
     rows = (tmp_path / "report" / "predictions.csv").read_text().splitlines()
     assert rows[0].endswith("decided_by,domain,detector,ai_declared")
     assert sum(row.endswith("provenance,,model,True") for row in rows) == 3  # one head, no domain
+
+
+def test_explain_and_predict_give_a_file_that_declares_itself_ai_the_same_verdict(tmp_path, chain, detector):
+    """One verdict policy: the provenance stage runs before explain as before predict, so a watermarked
+    PNG and a C2PA-signed AI JPEG are "fake", decided by provenance, in both (explain used to skip the
+    stage and let the model alone decide)."""
+    marked = sd_watermark(_texture(512, 512, 0), SDXL.bits)
+    buffer = io.BytesIO()
+    marked.save(buffer, "PNG")
+    files = [
+        _write(tmp_path, "sdxl.png", buffer.getvalue()),
+        _write(tmp_path, "signed.jpg", sign_c2pa(_jpeg(), "image/jpeg", chain)),
+    ]
+    for path in files:
+        predicted = detector.predict(path)
+        for faces in (False, True):
+            explained = detector.explain(path, faces=faces)
+            assert (
+                (explained.verdict, explained.decided_by)
+                == (predicted.verdict, "provenance")
+                == (
+                    "fake",
+                    "provenance",
+                )
+            ), (path, faces)

@@ -128,9 +128,7 @@ def calibrated_domain_run(tmp_path_factory, calibrated_domain_checkpoint, varied
         assert main([*args, *flags, "--output", str(results), "--report", str(report), "--quiet"]) == 0
         runs[name] = SimpleNamespace(results=results, report=report, rows=load_result_rows(results))
     stored = json.loads((calibrated_domain_checkpoint / "config.json").read_text())["deepfake_detector"]
-    rules = {
-        domain: Thresholds.from_config(entry["thresholds"]) for domain, entry in stored["domains"].items()
-    }
+    rules = {domain: Thresholds(**entry["thresholds"]) for domain, entry in stored["domains"].items()}
     return SimpleNamespace(**runs, rules=rules)
 
 

@@ -351,6 +351,7 @@ def test_a_video_is_decided_by_the_stored_video_threshold_and_says_so(tmp_path, 
 def test_a_video_threshold_is_chosen_per_domain_and_falls_back_to_the_image_rule():
     from deepfake_detector.evaluation.calibration import compute_video_thresholds
     from deepfake_detector.scoring import Calibration
+    from deepfake_detector.stored_settings import SETTINGS_KEY, StoredSettings
 
     labels = ["real", "real", "fake", "fake", "real", "fake"]
     scores = [0.2, 0.6, 0.7, 0.9, 0.1, 0.3]
@@ -373,9 +374,8 @@ def test_a_video_threshold_is_chosen_per_domain_and_falls_back_to_the_image_rule
     general = calibration.rule_for("general", video=True)  # no video rule of its own: its image rule
     assert (general.thresholds.fake, general.origin) == (0.8, "image")
     assert calibration.rule_for(None, video=True).origin == "image"
-    assert (
-        Calibration.from_config(type("C", (), {"deepfake_detector": calibration.to_dict()})()) == calibration
-    )
+    stored = StoredSettings(calibration=calibration)  # the video rules survive the stored form
+    assert StoredSettings.from_config({SETTINGS_KEY: stored.to_dict()}) == stored
     caller = calibration.with_thresholds(Thresholds(real=0.1, fake=0.9))
     assert caller.rule_for("face", video=True).row_fields() == {
         "threshold": 0.9,

@@ -164,6 +164,8 @@ class Explanation(_Outcome):
         threshold: As `Prediction.threshold`.
         uncertain_from: As `Prediction.uncertain_from`.
         threshold_from: As `Prediction.threshold_from`.
+        decided_by: As `Prediction.decided_by`: the same provenance stage runs first, so `explain` and
+            `predict` give one file the same verdict.
     """
 
     source: str | int
@@ -181,6 +183,7 @@ class Explanation(_Outcome):
     threshold: float | None = None
     uncertain_from: float | None = None
     threshold_from: str | None = None
+    decided_by: str | None = None
 
     @classmethod
     def failed(
@@ -223,6 +226,7 @@ class Explanation(_Outcome):
             "threshold": self.threshold,
             "uncertain_from": self.uncertain_from,
             "threshold_from": self.threshold_from,
+            "decided_by": self.decided_by,
         }
         if self.faces is not None:
             row["no_face"] = self.no_face

@@ -11,12 +11,6 @@ VERDICTS = ("real", "uncertain", "fake")
 # The domain of a face the face head can judge; a model with domains lists it first (`config.domains`).
 FACE_DOMAIN = "face"
 
-# Calibration lives in the checkpoint's config.json under this key, so it travels with the weights:
-# {"temperature": 1.0, "thresholds": {"real": 0.5, "fake": 0.5}}, plus, for a model with domains,
-# {"domains": {"face": {"thresholds": {...}, "fitted_on": {...}}, ...}}, and for video clips
-# {"video": {"thresholds": {...}, "domains": {"face": {"thresholds": {...}}}, "fitted_on": {...}}}.
-# `calibrate` and `train-head` write the image rules, `save_video_thresholds` the video ones.
-CONFIG_KEY = "deepfake_detector"
 # Whose thresholds decided a row (`DecisionRule.origin`, the rows' ``threshold_from``): the model's
 # image thresholds (its domain's own, where it has them), the model's video thresholds (a video clip
 # of a domain that has them), or the caller's (``--threshold``/``--uncertain-band``, ``thresholds=``).
@@ -79,13 +73,6 @@ class Thresholds:
         """One cut-off, no uncertain band."""
         return cls(real=threshold, fake=threshold)
 
-    @classmethod
-    def from_config(cls, stored: Mapping | None) -> Thresholds:
-        """Reads thresholds stored in a checkpoint's config (``config.deepfake_detector["thresholds"]``)."""
-        if not stored:
-            return cls()
-        return cls(real=float(stored["real"]), fake=float(stored["fake"]))
-
     def to_dict(self) -> dict[str, float]:
         return {"real": self.real, "fake": self.fake}
 
@@ -122,7 +109,8 @@ class DecisionRule:
 
 @dataclass(frozen=True)
 class Calibration:
-    """How logits become a calibrated fake score and a verdict for one checkpoint.
+    """How logits become a calibrated fake score and a verdict for one checkpoint. The checkpoint
+    stores it (`deepfake_detector.stored_settings.StoredSettings`, which reads and writes it).
 
     Attributes:
         temperature: Logits are divided by this before the softmax (temperature scaling). 1.0 keeps
@@ -179,51 +167,6 @@ class Calibration:
     def __post_init__(self) -> None:
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
             raise ValueError(f"temperature must be a positive number, got {self.temperature}")
-
-    @classmethod
-    def from_config(cls, config) -> Calibration:
-        """Reads ``config.deepfake_detector`` of a transformers config (missing: the identity)."""
-        stored = getattr(config, CONFIG_KEY, None) or {}
-        video = stored.get("video") or {}
-        return cls(
-            temperature=float(stored.get("temperature", 1.0)),
-            thresholds=Thresholds.from_config(stored.get("thresholds")),
-            domain_thresholds=_domain_thresholds_from_config(stored.get("domains")),
-            video_thresholds=Thresholds.from_config(video["thresholds"]) if video.get("thresholds") else None,
-            video_domain_thresholds=_domain_thresholds_from_config(video.get("domains")),
-        )
-
-    def to_dict(self) -> dict:
-        """The stored form (`from_config` reads it back); the video rules under ``video`` when there
-        are any."""
-        row = {"temperature": self.temperature, "thresholds": self.thresholds.to_dict()}
-        if self.domain_thresholds:
-            row["domains"] = _domain_thresholds_to_dict(self.domain_thresholds)
-        video = self.video_to_dict()
-        if video:
-            row["video"] = video
-        return row
-
-    def video_to_dict(self) -> dict:
-        """The stored form of the video rules alone (empty when there are none)."""
-        video = {}
-        if self.video_thresholds is not None:
-            video["thresholds"] = self.video_thresholds.to_dict()
-        if self.video_domain_thresholds:
-            video["domains"] = _domain_thresholds_to_dict(self.video_domain_thresholds)
-        return video
-
-
-def _domain_thresholds_from_config(domains: Mapping | None) -> dict[str, Thresholds]:
-    return {
-        name: Thresholds.from_config(entry["thresholds"])
-        for name, entry in (domains or {}).items()
-        if entry.get("thresholds")
-    }
-
-
-def _domain_thresholds_to_dict(rules: Mapping[str, Thresholds]) -> dict:
-    return {name: {"thresholds": rule.to_dict()} for name, rule in rules.items()}
 
 
 def compute_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""The loading flags of every command that loads a model, generated from `DetectorConfig`, and the one
-place they become a `DetectorConfig` and a `Detector`."""
+"""The loading flags of every command that loads a model, generated from `DetectorConfig` (the face flags
+among them), and the one place they become a `DetectorConfig` and a `Detector`."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, fields
 
+from deepfake_detector.aggregation import FACE_STRATEGIES
+from deepfake_detector.faces.backends import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
+from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO
 from deepfake_detector.modeling.checkpoints import BUNDLED_MODELS, DEFAULT_MODEL, MODEL_ALIASES
 
 
@@ -32,6 +35,13 @@ def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _margin(text: str) -> float:
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 1.0 (the face box itself), got {value}")
     return value
 
 
@@ -88,9 +98,62 @@ def _add_provenance(parser, group, item) -> None:
     )
 
 
-def _add_faces(parser, group, item) -> None:
-    from deepfake_detector.cli.media import add_face_arguments
+FACES_DEFAULT_HELP = (
+    "default: on for a checkpoint trained on face crops (its config.json says so, with the detector and "
+    "margin it was trained with), else off"
+)
 
+
+def add_face_arguments(parser: argparse.ArgumentParser) -> None:
+    """--faces/--no-faces, --face-detector, --face-margin and --face-strategy.
+
+    Their defaults are None, so that `face_overrides` can tell a flag given from one left out: the
+    library (`resolve_face_options`) lets a flag given win, and fills the rest from the checkpoint's
+    face settings, then its own defaults.
+    """
+    faces = parser.add_argument_group("faces (model loading: the same on every command that loads a model)")
+    faces.add_argument(
+        "--faces",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="find the faces in images and video frames and score (or explain) a crop of each; an "
+        "image's score is its most-fake face (--face-strategy); an image without a face is handled whole "
+        "and flagged no_face; " + FACES_DEFAULT_HELP,
+    )
+    faces.add_argument(
+        "--face-detector",
+        choices=tuple(FACE_DETECTORS),
+        help=f"face detector backend (the checkpoint's, else {DEFAULT_FACE_DETECTOR}; docs/faces.md "
+        "compares them)",
+    )
+    faces.add_argument(
+        "--face-margin",
+        type=_margin,
+        metavar="RATIO",
+        help="side of the square crop over the face box's longer side (the checkpoint's, else "
+        f"{DEFAULT_MARGIN_RATIO})",
+    )
+    faces.add_argument(
+        "--face-strategy",
+        choices=FACE_STRATEGIES,
+        help="how the faces of one image or frame combine: max (most-fake face, default), mean, largest",
+    )
+
+
+def face_overrides(args: argparse.Namespace):
+    """The `FaceOverrides` the face flags describe: only what was given, for the library to merge over
+    the checkpoint's face settings."""
+    from deepfake_detector.faces.crops import FaceOverrides
+
+    return FaceOverrides(
+        enabled=args.faces,
+        detector=args.face_detector,
+        margin_ratio=args.face_margin,
+        strategy=args.face_strategy,
+    )
+
+
+def _add_faces(parser, group, item) -> None:
     add_face_arguments(parser)  # a group of their own
 
 
@@ -155,7 +218,6 @@ def _thresholds(args: argparse.Namespace):
 
 def detector_config(args: argparse.Namespace):
     """The `DetectorConfig` the loading flags describe, as given: nothing is decided here."""
-    from deepfake_detector.cli.media import face_overrides
     from deepfake_detector.inference.config import DetectorConfig
 
     readers = {
@@ -171,9 +233,17 @@ def detector_config(args: argparse.Namespace):
     )
 
 
+def quiet_libraries() -> None:
+    """Hide transformers' load-time progress bars and backend notices; our own errors say what matters."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def load_detector(args: argparse.Namespace):
     """Builds the `Detector` the loading flags describe."""
-    from deepfake_detector.cli.main import quiet_libraries
+    from deepfake_detector.inference.detector import Detector
 
     quiet_libraries()
-    return detector_config(args).build()
+    return Detector.from_config(detector_config(args))

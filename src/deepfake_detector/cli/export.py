@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepfake_detector.cli.main import quiet_libraries
+    from deepfake_detector.cli.common import quiet_libraries
     from deepfake_detector.export.onnx import export_onnx
     from deepfake_detector.io.inputs import InputProblem, expand_inputs
 

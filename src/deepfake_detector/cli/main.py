@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake_detector import __version__
 from deepfake_detector.cli import (
     calibrate,
     evaluate,
@@ -21,6 +20,7 @@ from deepfake_detector.cli import (
     train,
     train_head,
 )
+from deepfake_detector.version import __version__
 
 COMMANDS = (
     predict,
@@ -52,14 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.add_parser(subparsers)
     return parser
-
-
-def quiet_libraries() -> None:
-    """Hide transformers' load-time progress bars and backend notices; our own errors say what matters."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,25 +1,18 @@
-"""Flags for face mode and video input, shared by the commands that score files, and what they build."""
+"""What the commands that score files share: the video flags and what they build, where a timeline goes,
+and the run's summary line."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from deepfake_detector.aggregation import FACE_STRATEGIES, FRAME_STRATEGIES
+from deepfake_detector.aggregation import FRAME_STRATEGIES
 from deepfake_detector.cli.common import positive_int
-from deepfake_detector.faces.backends import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
-from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO
 from deepfake_detector.video.decode import DEFAULT_NUM_FRAMES
 
 TIMELINE_SUFFIXES = (".png", ".svg", ".pdf")
-
-
-def _margin(text: str) -> float:
-    value = float(text)
-    if not value >= 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 1.0 (the face box itself), got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -27,61 +20,6 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
     return value
-
-
-FACES_DEFAULT_HELP = (
-    "default: on for a checkpoint trained on face crops (its config.json says so, with the detector and "
-    "margin it was trained with), else off"
-)
-
-
-def add_face_arguments(parser: argparse.ArgumentParser) -> None:
-    """--faces/--no-faces, --face-detector, --face-margin and --face-strategy.
-
-    Their defaults are None, so that `face_overrides` can tell a flag given from one left out: the
-    library (`resolve_face_options`) lets a flag given win, and fills the rest from the checkpoint's
-    face settings, then its own defaults.
-    """
-    faces = parser.add_argument_group("faces (model loading: the same on every command that loads a model)")
-    faces.add_argument(
-        "--faces",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="find the faces in images and video frames and score (or explain) a crop of each; an "
-        "image's score is its most-fake face (--face-strategy); an image without a face is handled whole "
-        "and flagged no_face; " + FACES_DEFAULT_HELP,
-    )
-    faces.add_argument(
-        "--face-detector",
-        choices=tuple(FACE_DETECTORS),
-        help=f"face detector backend (the checkpoint's, else {DEFAULT_FACE_DETECTOR}; docs/faces.md "
-        "compares them)",
-    )
-    faces.add_argument(
-        "--face-margin",
-        type=_margin,
-        metavar="RATIO",
-        help="side of the square crop over the face box's longer side (the checkpoint's, else "
-        f"{DEFAULT_MARGIN_RATIO})",
-    )
-    faces.add_argument(
-        "--face-strategy",
-        choices=FACE_STRATEGIES,
-        help="how the faces of one image or frame combine: max (most-fake face, default), mean, largest",
-    )
-
-
-def face_overrides(args: argparse.Namespace):
-    """The `FaceOverrides` the face flags describe: only what was given, for the library to merge over
-    the checkpoint's face settings."""
-    from deepfake_detector.faces.crops import FaceOverrides
-
-    return FaceOverrides(
-        enabled=args.faces,
-        detector=args.face_detector,
-        margin_ratio=args.face_margin,
-        strategy=args.face_strategy,
-    )
 
 
 def add_media_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,3 +88,21 @@ def timeline_path(option: str, video: str, paths: list[str], used: set[str]) -> 
         candidate = f"{stem}-{number}"
     used.add(candidate)
     return folder / f"{candidate}.png"
+
+
+def print_summary(count: int, failed: int, resumed: int, stats, output: str | None) -> None:
+    """The run's last line on stderr: scored, failed, skipped as done, passed over, where the rows are."""
+    parts = [f"scored {count - failed} of {count} inputs"]
+    if failed:
+        parts.append(f"{failed} failed (see their error rows)")
+    if resumed:
+        parts.append(f"{resumed} already in {output} were skipped")
+    if stats.skipped_non_images:
+        examples = ", ".join(stats.skipped_examples)
+        parts.append(
+            f"{stats.skipped_non_images} non-image files in folders were not scored (e.g. {examples})"
+        )
+    print(
+        "deepfake-detector: " + "; ".join(parts) + (f"; results in {output}" if output else ""),
+        file=sys.stderr,
+    )

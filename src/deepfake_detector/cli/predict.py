@@ -11,7 +11,7 @@ import contextlib
 import sys
 
 from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
-from deepfake_detector.cli.media import add_media_arguments, media_options, timeline_path
+from deepfake_detector.cli.media import add_media_arguments, media_options, print_summary, timeline_path
 from deepfake_detector.cli.ray_scoring import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
 from deepfake_detector.cli.report import add_report_arguments, check_report_path
 from deepfake_detector.io.writers import (
@@ -219,21 +219,3 @@ def _write_timeline(args: argparse.Namespace, prediction, used: set[str]) -> boo
     if not args.quiet:
         print(f"deepfake-detector: timeline of {prediction.source} in {path}", file=sys.stderr)
     return True
-
-
-def print_summary(count: int, failed: int, resumed: int, stats, output: str | None) -> None:
-    """The run's last line on stderr: scored, failed, skipped as done, passed over, where the rows are."""
-    parts = [f"scored {count - failed} of {count} inputs"]
-    if failed:
-        parts.append(f"{failed} failed (see their error rows)")
-    if resumed:
-        parts.append(f"{resumed} already in {output} were skipped")
-    if stats.skipped_non_images:
-        examples = ", ".join(stats.skipped_examples)
-        parts.append(
-            f"{stats.skipped_non_images} non-image files in folders were not scored (e.g. {examples})"
-        )
-    print(
-        "deepfake-detector: " + "; ".join(parts) + (f"; results in {output}" if output else ""),
-        file=sys.stderr,
-    )

@@ -107,9 +107,8 @@ def run_ray(args: argparse.Namespace, inputs: list[str]) -> int:
     """Scores ``inputs`` with `score_with_ray` as the flags say; prints predict's summary line."""
     from tqdm import tqdm
 
-    from deepfake_detector.cli.common import detector_config
-    from deepfake_detector.cli.main import quiet_libraries
-    from deepfake_detector.cli.media import media_options
+    from deepfake_detector.cli.common import detector_config, quiet_libraries
+    from deepfake_detector.cli.media import media_options, print_summary
     from deepfake_detector.inference.ray_scoring import RayScoringConfig, score_with_ray
     from deepfake_detector.io.inputs import ScanStats
 
@@ -141,8 +140,6 @@ def run_ray(args: argparse.Namespace, inputs: list[str]) -> int:
             **options,  # preflight: the same loading errors as local predict, before any actor starts
         )
     if not args.quiet:
-        from deepfake_detector.cli.predict import print_summary
-
         print_summary(result.scored, result.failed, result.skipped, stats, args.output)
         print(
             f"deepfake-detector: {len(result.shards)} new shards from {result.num_actors} Ray actors in "

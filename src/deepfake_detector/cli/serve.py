@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     uvicorn = require("uvicorn", "serve")
     require("fastapi", "serve")
     require("python_multipart", "serve")  # FastAPI needs it to read uploads
-    from deepfake_detector.cli.main import quiet_libraries
+    from deepfake_detector.cli.common import quiet_libraries
     from deepfake_detector.serving.app import build_app
 
     quiet_libraries()

@@ -1,21 +1,22 @@
 """Fit temperature scaling and decision thresholds on held-out data, and store them with the checkpoint.
 
-Calibration lives in the checkpoint's ``config.json`` under `scoring.CONFIG_KEY`, so that
-`Detector.from_pretrained` (and so ``predict``) applies it wherever the weights go:
-``{"temperature": T, "thresholds": {"real": r, "fake": f}, "fitted_on": {...}}``. ``fitted_on`` names
-the data and split it was fitted on, and ``evaluate`` refuses to report on that same split: thresholds
-are never chosen on the data being reported.
+Calibration is stored with the checkpoint (`deepfake_detector.stored_settings.StoredSettings`, in its
+``config.json``), so that `Detector.from_pretrained` (and so ``predict``) applies it wherever the
+weights go. ``fitted_on`` names the data and split it was fitted on and the threshold rule, and
+``evaluate`` refuses to report on that same split: thresholds are never chosen on the data being
+reported.
 
 Temperature scaling (Guo et al. 2017) divides the logits by one number T fitted to minimise the
 negative log-likelihood of the true role; it changes how confident the scores are, never their order.
-The fake threshold is the lowest one that keeps the false-positive rate (real images called fake) at or
-under a target on the validation images; an optional real threshold keeps the share of fakes called real
-under a target, and scores between the two are "uncertain".
+The fake threshold is fitted by one rule, `compute_threshold` (`THRESHOLD_RULE`), which ``calibrate``,
+``train-head`` and the video thresholds share: the lowest threshold at which no real source's
+false-positive rate (its real images called fake) exceeds a target on the validation images. An optional
+real threshold keeps the share of fakes called real under a target, and scores between the two are
+"uncertain".
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import Counter
@@ -34,11 +35,15 @@ from deepfake_detector.evaluation.metrics import (
 )
 from deepfake_detector.faces.crops import FaceChoice
 from deepfake_detector.optional import require
-from deepfake_detector.scoring import CONFIG_KEY, Calibration, Thresholds
+from deepfake_detector.scoring import Calibration, Thresholds
+from deepfake_detector.stored_settings import StoredSettings, load_settings, save_settings
 
 # Search range of the temperature. Below 0.05 scores saturate to 0/1 in float64 for typical logits;
 # above 20 every score is ~0.5. An optimum on a bound is reported as such (see `CalibrationResult`).
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+# The one rule that fits a fake threshold (`compute_threshold`), recorded in ``fitted_on.rule``. Per source,
+# so that a large clean source can't hide a small one whose real photos the model calls fake.
+THRESHOLD_RULE = "every real source's false-positive rate at most target_fpr"
 
 
 class CalibrationError(DetectorError):
@@ -171,6 +176,35 @@ def compute_threshold_at_fpr(labels, scores, *, positive, target_fpr: float) -> 
     return float(min(np.nextafter(negatives[allowed], np.inf), 1.0))
 
 
+def compute_threshold(labels, scores, *, target_fpr: float, sources=None, positive="fake") -> float:
+    """The fake threshold by `THRESHOLD_RULE`, for ``calibrate``, ``train-head`` and video clips alike:
+    the lowest threshold at which every real source's false-positive rate is at most ``target_fpr``
+    (`compute_threshold_at_fpr` per source; the strictest wins).
+
+    Args:
+        labels: True class of each image.
+        scores: Positive-class score of each image, in [0, 1].
+        target_fpr: Largest acceptable share of each source's negatives called positive, in [0, 1].
+        sources: Each image's source (the manifest's ``source`` column); None, or a None entry, puts
+            those images in one unnamed source.
+        positive: The label value that counts as positive ("fake").
+
+    Raises:
+        ValueError: No negatives, or a target outside [0, 1].
+    """
+    labels, scores = np.asarray(labels, dtype=object), np.asarray(scores, dtype=np.float64)
+    named = [None] * len(labels) if sources is None else list(sources)
+    sources = np.array(["" if source is None else str(source) for source in named])
+    if not (labels != positive).any():
+        raise ValueError("a threshold for a target false-positive rate needs negative (real) images")
+    return max(
+        compute_threshold_at_fpr(
+            labels[sources == source], scores[sources == source], positive=positive, target_fpr=target_fpr
+        )
+        for source in sorted(set(sources[labels != positive]))
+    )
+
+
 def compute_threshold_at_fnr(labels, scores, *, positive, target_fnr: float) -> float:
     """The highest threshold below which at most ``target_fnr`` of the positives score.
 
@@ -240,7 +274,7 @@ class CalibrationResult:
 
     def to_dict(self) -> dict:
         return {
-            "calibration": self.calibration.to_dict(),
+            "calibration": StoredSettings(calibration=self.calibration).to_dict(),
             "images": self.images,
             "scored": self.scored,
             "real": self.real,
@@ -335,7 +369,8 @@ def calibrate(
     after = np.array([prediction.fake_score for prediction in fitted])  # (N,)
     # The domain each image is scored in (the model's probe; None for a model without domains).
     domains = np.array([prediction.domain for prediction in fitted])
-    fake_threshold = compute_threshold_at_fpr(labels, after, positive="fake", target_fpr=target_fpr)
+    sources = np.array([getattr(item, "source", None) for item, _ in kept], dtype=object)
+    fake_threshold = compute_threshold(labels, after, target_fpr=target_fpr, sources=sources)
     real_threshold = fake_threshold
     if target_fnr is not None:
         # A real threshold above the fake one would mean no uncertain band is needed: the fake
@@ -345,7 +380,7 @@ def calibrate(
         )
     thresholds = Thresholds(real=real_threshold, fake=fake_threshold)
     domain_thresholds = _fit_domain_thresholds(
-        detector.domains or (), domains, labels, after, target_fpr, target_fnr
+        detector.domains or (), domains, labels, after, target_fpr, target_fnr, sources
     )
     low, high = TEMPERATURE_BOUNDS
     # The items' own split names are already normalised ("validation" -> "val"); the argument is only
@@ -357,6 +392,7 @@ def calibrate(
         "images": real + fake,
         "target_fpr": target_fpr,
         "target_fnr": target_fnr,
+        "rule": THRESHOLD_RULE,
         "scored_with": {
             **detector.describe_scoring(),
             "faces": None if options is None else {**options.to_config(), "strategy": aggregation.strategy},
@@ -398,7 +434,13 @@ def calibrate(
 
 
 def _fit_domain_thresholds(
-    names: Sequence[str], domains: np.ndarray, labels: np.ndarray, scores: np.ndarray, target_fpr, target_fnr
+    names: Sequence[str],
+    domains: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    target_fpr,
+    target_fnr,
+    sources: np.ndarray | None = None,
 ) -> dict[str, Thresholds]:
     """Per domain of a model with domains (``names``), the thresholds of the same rule as the pooled
     ones, fitted on the images scored in that domain (``domains``); a domain with no real image keeps
@@ -408,7 +450,12 @@ def _fit_domain_thresholds(
         mine = domains == domain
         if not (labels[mine] == "real").any():
             continue
-        fake = compute_threshold_at_fpr(labels[mine], scores[mine], positive="fake", target_fpr=target_fpr)
+        fake = compute_threshold(
+            labels[mine],
+            scores[mine],
+            target_fpr=target_fpr,
+            sources=None if sources is None else sources[mine],
+        )
         real = fake
         if target_fnr is not None and (labels[mine] == "fake").any():
             real = min(
@@ -487,13 +534,9 @@ def save_calibration(
         for path in sorted(source.iterdir()):
             if path.is_file():
                 shutil.copy2(path, target / path.name)  # follows the hub cache's symlinks
-    config_path = target / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    # Keep what else the key holds (the face settings `train` wrote); replace only the calibration. A
-    # stored video threshold goes: it was fitted on clip scores of the old temperature.
-    kept = {key: value for key, value in (config.get(CONFIG_KEY) or {}).items() if key != "video"}
-    config[CONFIG_KEY] = {**kept, **result.calibration.to_dict(), "fitted_on": dict(result.fitted_on)}
-    _write_config(config_path, config)
+    # Everything else the checkpoint stores (face settings, backbone) is kept; the stored video rules go,
+    # as they were fitted on clip scores of the old calibration.
+    save_settings(target, load_settings(target).with_image_calibration(result.calibration, result.fitted_on))
     return target
 
 
@@ -526,9 +569,7 @@ def compute_video_thresholds(
         return None, _fit_domain_thresholds(
             names, np.asarray(domains, dtype=object), labels, scores, target_fpr, None
         )
-    return Thresholds.single(
-        compute_threshold_at_fpr(labels, scores, positive="fake", target_fpr=target_fpr)
-    ), {}
+    return Thresholds.single(compute_threshold(labels, scores, target_fpr=target_fpr)), {}
 
 
 def save_video_thresholds(
@@ -538,23 +579,12 @@ def save_video_thresholds(
     fitted_on: dict,
 ) -> Path:
     """Writes video rules (`compute_video_thresholds`) into a checkpoint folder's ``config.json``, under
-    ``deepfake_detector.video`` (`Calibration.from_config` reads them back), with what they were
-    fitted on; the image calibration is left as it is.
+    its stored settings (`StoredSettings.with_video_rules`), with what they were fitted on; the image
+    calibration is left as it is.
 
     Returns:
         The ``config.json`` written.
     """
-    config_path = Path(folder).expanduser() / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    rules = Calibration(video_thresholds=pooled, video_domain_thresholds=per_domain).video_to_dict()
-    if not rules:
+    if pooled is None and not per_domain:
         raise CalibrationError("no video threshold to store: no domain had real clips")
-    config[CONFIG_KEY] = {**(config.get(CONFIG_KEY) or {}), "video": {**rules, "fitted_on": dict(fitted_on)}}
-    _write_config(config_path, config)
-    return config_path
-
-
-def _write_config(config_path: Path, config: dict) -> None:
-    partial = config_path.with_name(f"config.json.{os.getpid()}.part")
-    partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    partial.replace(config_path)  # never leave a half-written config behind
+    return save_settings(folder, load_settings(folder).with_video_rules(pooled, per_domain, fitted_on))

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepfake_detector import __version__
 from deepfake_detector.errors import DetectorError
 from deepfake_detector.evaluation.metrics import (
     compute_accuracy,
@@ -37,7 +36,7 @@ from deepfake_detector.evaluation.metrics import (
 from deepfake_detector.evaluation.report import EvaluationReport, RobustnessResult, render_report
 from deepfake_detector.io.images import try_load_image
 from deepfake_detector.io.inputs import InputProblem
-from deepfake_detector.scoring import CONFIG_KEY
+from deepfake_detector.version import __version__
 
 if TYPE_CHECKING:
     from deepfake_detector.faces.crops import FaceChoice
@@ -151,8 +150,7 @@ def _check_items(items: Sequence) -> None:
 
 
 def _check_not_fitted_on(detector, items: Sequence, data: str | None, split: str | None) -> None:
-    stored = getattr(detector.config, CONFIG_KEY, None) or {}
-    fitted = stored.get("fitted_on") or {}
+    fitted = detector.settings.fitted_on or {}
     if data is None or not fitted.get("data"):
         return
     same_data = os.path.abspath(data) == fitted["data"] if os.path.exists(data) else data == fitted["data"]
@@ -326,7 +324,7 @@ def evaluate(
             thresholds were calibrated on.
         split: Which split the items are.
         progress: Show progress bars on stderr.
-        faces: Score face crops (`Detector.iter_predict_faces`), the most-fake face per image: ``True``
+        faces: Score face crops (as `Detector.iter_predict`), the most-fake face per image: ``True``
             or `FaceOptions`; ``False`` scores whole images; None (default) does what the checkpoint was
             trained on (face crops when its config says so), so a model is evaluated on what it saw.
             Video files (mp4, mov, mkv, webm, avi) are scored per video (`Detector.predict_video`)
@@ -369,7 +367,6 @@ def evaluate(
 
     from deepfake_detector.run_info import git_revision
 
-    stored = getattr(detector.config, CONFIG_KEY, None) or {}
     options = detector.resolve_faces(faces)
     scoring = {
         **detector.describe_scoring(),
@@ -395,7 +392,7 @@ def evaluate(
             name: rule.to_dict() for name, rule in detector.calibration.domain_thresholds.items()
         },
         temperature=detector.calibration.temperature,
-        calibrated_on=stored.get("fitted_on"),
+        calibrated_on=detector.settings.fitted_on,
         classification_report=compute_classification_report(
             labels, scores, target_names=target_names, **common
         ),

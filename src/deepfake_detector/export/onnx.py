@@ -252,8 +252,8 @@ def _export_info(checkpoint, precision, model, parity, max_logit_diff, check_cou
     import torch
     import transformers
 
-    from deepfake_detector import __version__
     from deepfake_detector.run_info import git_revision
+    from deepfake_detector.version import __version__
 
     return {
         "format": "onnx",

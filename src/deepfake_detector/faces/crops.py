@@ -1,17 +1,21 @@
 """Face mode's settings and crops: which detector and margin, how the caller's choice merges over the
 checkpoint's, and the square crops cut around each face.
 
-A checkpoint trained on face crops says so in its ``config.json`` (``deepfake_detector.faces``:
+A checkpoint trained on face crops says so in its stored settings (`StoredSettings.faces`:
 detector and margin, `FaceOptions.to_config`). What a caller asks for (``faces=None/True/False``, a
 `FaceOptions`, or the partial `FaceOverrides` that CLI flags and HTTP fields make) is merged over those
 stored settings in one function, `resolve_face_options`, the way timm merges a caller's overlay over a
 model's pretrained config; every entry point passes the caller's choice through to it untouched.
+
+A detector keeps its `FaceMode`: whether face mode is on when a call leaves ``faces`` out, and the face
+settings apart from that switch, so that turning face mode off at load (``serve --no-faces``) never
+loses the checkpoint's detector and margin for a call that turns it back on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from deepfake_detector.aggregation import FACE_STRATEGIES, FaceAggregation
@@ -25,10 +29,6 @@ from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO, FaceBox, compute
 
 if TYPE_CHECKING:
     from PIL import Image
-
-# The key of a checkpoint's config.json that holds this package's settings (`scoring.CONFIG_KEY`);
-# repeated here so that this preprocessing stage does not import the scoring stage.
-_CONFIG_KEY = "deepfake_detector"
 
 
 def _check_detector(detector: str) -> None:
@@ -62,25 +62,6 @@ class FaceOptions:
     def __post_init__(self) -> None:
         _check_detector(self.detector)
         _check_margin(self.margin_ratio)
-
-    @classmethod
-    def from_config(cls, config) -> FaceOptions | None:
-        """The face settings a checkpoint was trained with (``config.deepfake_detector["faces"]``), if any.
-
-        Raises:
-            ValueError: The stored settings name an unknown detector or a margin below 1.
-        """
-        stored = (getattr(config, _CONFIG_KEY, None) or {}).get("faces")
-        if not stored:
-            return None
-        try:
-            return cls(
-                detector=str(stored.get("detector", DEFAULT_FACE_DETECTOR)),
-                margin_ratio=float(stored.get("margin_ratio", DEFAULT_MARGIN_RATIO)),
-                detector_options=dict(stored.get("detector_options") or {}),
-            )
-        except (AttributeError, TypeError, ValueError) as error:
-            raise ValueError(f"config.json {_CONFIG_KEY}.faces = {stored!r} is not valid: {error}") from None
 
     def to_config(self) -> dict:
         """What a checkpoint stores: how its training images were cropped (not how faces combine, which
@@ -139,7 +120,7 @@ def resolve_face_options(faces: FaceChoice, stored: FaceOptions | None) -> FaceO
         faces: `FaceOptions`: exactly these. ``True``: face mode with the checkpoint's settings, else
             the library's defaults. ``False``: whole images. None: as the checkpoint says (face mode
             only when it stores face settings). `FaceOverrides`: its fields over the checkpoint's.
-        stored: The checkpoint's face settings (`FaceOptions.from_config`), or the detector's default.
+        stored: The checkpoint's face settings (`StoredSettings.faces`), None when it stores none.
 
     Returns:
         The options to score with, or None for whole images.
@@ -159,6 +140,42 @@ def resolve_face_options(faces: FaceChoice, stored: FaceOptions | None) -> FaceO
         # Backend options belong to the backend they were written for.
         detector_options=base.detector_options if overrides.detector in (None, base.detector) else {},
     )
+
+
+@dataclass(frozen=True)
+class FaceMode:
+    """A detector's face mode, resolved once at load (`build_face_mode`).
+
+    Attributes:
+        enabled: Face mode when a call leaves ``faces`` out.
+        options: The face settings whenever face mode is on: the checkpoint's, under the load-time
+            overrides, else the library's defaults. Kept when ``enabled`` is False.
+    """
+
+    enabled: bool
+    options: FaceOptions
+
+    def resolve(self, faces: FaceChoice = None) -> FaceOptions | None:
+        """What a call's ``faces`` means (`resolve_face_options` over these settings): the options to
+        score with, or None for whole images. None follows ``enabled``."""
+        if faces is None:
+            faces = self.enabled
+        return resolve_face_options(faces, self.options)
+
+    @property
+    def default(self) -> FaceOptions | None:
+        """The options a call that leaves ``faces`` out scores with (None: whole images)."""
+        return self.options if self.enabled else None
+
+
+def build_face_mode(faces: FaceChoice, stored: FaceOptions | None) -> FaceMode:
+    """The face mode of a detector loaded with ``faces`` (as `resolve_face_options` reads it) from a
+    checkpoint that stores ``stored``; the settings are kept whether face mode is on or off."""
+    on = resolve_face_options(faces, stored)
+    if on is not None:
+        return FaceMode(True, on)
+    settings_only = replace(faces, enabled=True) if isinstance(faces, FaceOverrides) else True
+    return FaceMode(False, resolve_face_options(settings_only, stored))
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ the server and the Ray actors receive the config as it is and load their own det
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 from deepfake_detector.errors import DetectorError
-from deepfake_detector.faces.crops import FaceChoice, FaceOverrides, resolve_face_options
+from deepfake_detector.faces.crops import FaceChoice, FaceOverrides, build_face_mode
 from deepfake_detector.inference.engines import ENGINES, PRECISIONS
 from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
 from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL
@@ -21,7 +21,6 @@ from deepfake_detector.scoring import Thresholds
 
 if TYPE_CHECKING:
     from deepfake_detector.faces.crops import FaceOptions
-    from deepfake_detector.inference.detector import Detector
 
 
 class DetectorConfigError(DetectorError):
@@ -32,7 +31,7 @@ class DetectorConfigError(DetectorError):
 class DetectorConfig:
     """The options a `Detector` is loaded with: the arguments of `Detector.from_pretrained`.
 
-    Build the detector with `build` (or `Detector.from_config`). Frozen and picklable, so that Ray
+    Load the detector with `Detector.from_config`. Frozen and picklable, so that Ray
     actors and server processes receive it as is and each loads its own copy on its own device.
     """
 
@@ -65,7 +64,8 @@ class DetectorConfig:
         default=None,
         metadata={
             "help": "decode JPEGs far larger than the model input at 1/2-1/8 scale: faster, scores within "
-            "the parity bar but not identical; None (auto): on unless precision is fp32"
+            "the parity bar but not identical; None (auto): on unless the run is exact (PyTorch in fp32, "
+            "asked for or chosen by precision auto)"
         },
     )
     thresholds: Thresholds | None = field(
@@ -129,25 +129,14 @@ class DetectorConfig:
                 f"faces must be a FaceOverrides (its fields None: as the checkpoint says), got {self.faces!r}"
             )
 
-    def build(self, **overrides) -> Detector:
-        """Loads the detector; ``overrides`` replace fields for this call (e.g. ``device="cpu"``).
-
-        Raises:
-            CheckpointError: As `Detector.from_pretrained`.
-            EngineError: As `Detector.from_pretrained`.
-        """
-        from deepfake_detector.inference.detector import Detector
-
-        return Detector.from_config(replace(self, **overrides))
-
     def resolve_faces(self, faces: FaceChoice = None) -> FaceOptions | None:
         """What a detector built from this config does with ``faces`` (`Detector.resolve_faces`), known
         from the checkpoint's config alone, without loading the weights: for a driver that must know
         before its workers load (Ray's)."""
-        from deepfake_detector.inference.detector import load_stored_face_options
+        from deepfake_detector.stored_settings import load_checkpoint_settings
 
-        stored = load_stored_face_options(self.model, revision=self.revision, allow_pickle=self.allow_pickle)
-        return resolve_face_options(faces, resolve_face_options(self.faces, stored))
+        stored = load_checkpoint_settings(self.model, revision=self.revision, allow_pickle=self.allow_pickle)
+        return build_face_mode(self.faces, stored.faces).resolve(faces)
 
     def to_dict(self) -> dict:
         """The options as plain values, for run provenance (``resolved_config``-style records)."""

@@ -15,19 +15,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
-from deepfake_detector.errors import CheckpointError, DetectorError, ImageLoadError
+from deepfake_detector.errors import DetectorError, ImageLoadError
 from deepfake_detector.faces.crops import (
     FaceChoice,
     FaceCrops,
+    FaceMode,
     FaceOptions,
+    build_face_mode,
     cut_faces,
-    resolve_face_options,
 )
+from deepfake_detector.inference.config import DetectorConfig
 from deepfake_detector.inference.engines import (
     EngineChoice,
     TorchEngine,
-    available_cpus,
     build_engine,
+    default_workers,
     detect_cpu_features,
     load_export_info,
     resolve_engine,
@@ -55,14 +57,12 @@ from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceR
 from deepfake_detector.provenance.records import clip_text
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import Calibration, ModelOutputs, Thresholds
+from deepfake_detector.stored_settings import StoredSettings
 
 if TYPE_CHECKING:
-    from deepfake_detector.inference.config import DetectorConfig
     from deepfake_detector.video.decode import FrameSampling
 
 DEFAULT_BATCH_SIZE = 8
-# Decode-and-preprocess threads that run ahead of the model; more than 4 only adds contention.
-MAX_DEFAULT_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,9 @@ class Detector:
         config=None,
         jpeg_draft: bool = False,
         workers: int | None = None,
-        face_options: FaceOptions | None = None,
+        face_mode: FaceMode | None = None,
         provenance: ProvenanceOptions | None = None,
+        settings: StoredSettings | None = None,
     ) -> None:
         # model is None when the checkpoint is an ONNX export; then `engine` and `config` are required.
         self.model = model.to(device) if model is not None else None
@@ -153,7 +154,7 @@ class Detector:
         # The model step; by default the PyTorch model in fp32, the pipeline's exact answers.
         self.engine = engine if engine is not None else TorchEngine(self.model, device=device)
         self.preprocessor = ImagePreprocessor(processor, jpeg_draft=jpeg_draft)
-        self.workers = min(available_cpus(), MAX_DEFAULT_WORKERS) if workers is None else workers
+        self.workers = default_workers() if workers is None else workers
         if self.workers < 0:
             raise ValueError(f"workers must be 0 or more, got {self.workers}")
         self.engine_choice: EngineChoice | None = None  # why this engine and precision; from_pretrained
@@ -162,13 +163,16 @@ class Detector:
         self.roles = roles
         self.model_id = model_id
         self.revision = revision
-        self.calibration = calibration or Calibration()
+        # What the checkpoint stores (`StoredSettings`), read once; ``calibration`` and ``face_mode``
+        # are it with the caller's overrides on top, and everything downstream reads those.
+        self.settings = settings or StoredSettings()
+        self.calibration = calibration or self.settings.calibration
         self.device = device
         self.max_pixels = max_pixels
         self._explainer_model = None  # a float32 copy (eager attention for a ViT), made by explain()
-        # Face mode when a call leaves ``faces`` out: the checkpoint's stored settings (config.json says
-        # how it was trained), under the ``faces`` that `from_pretrained` was given.
-        self.face_options = face_options
+        # Face mode when a call leaves ``faces`` out, and the face settings whenever a call turns it on:
+        # the checkpoint's stored settings under the ``faces`` that `from_pretrained` was given.
+        self.face_mode = face_mode or build_face_mode(None, self.settings.faces)
         # The provenance stage (C2PA, metadata, watermark) every predict runs first; None: off.
         self.provenance = provenance
 
@@ -219,7 +223,8 @@ class Detector:
                 for such a folder).
             jpeg_draft: Decode JPEGs far larger than the model input at a reduced scale (see
                 `deepfake_detector.inference.preprocessing`): faster on camera photos, scores within
-                the parity bar but not identical. None (default): on unless ``precision="fp32"``.
+                the parity bar but not identical. None (default): on unless the run is exact
+                (`EngineChoice.exact`: PyTorch in fp32, asked for or chosen by ``precision="auto"``).
             workers: Threads that decode and preprocess ahead of the model in `iter_predict`
                 (0: none); default: one per CPU, at most 4.
             faces: The detector's face mode when a call leaves ``faces`` out (`face_options`): None
@@ -266,8 +271,8 @@ class Detector:
             model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)
             config = model.config
         roles = resolve_label_roles(config.id2label)
-        calibration = Calibration.from_config(config)
-        face_options = resolve_face_options(faces, _load_face_options(config, checkpoint.name))
+        settings = StoredSettings.from_config(config, name=checkpoint.name)
+        calibration = settings.calibration
         if thresholds is not None:
             calibration = calibration.with_thresholds(thresholds)
         detector = cls(
@@ -281,29 +286,37 @@ class Detector:
             max_pixels=max_pixels,
             engine=build_engine(choice, model=model, folder=checkpoint.folder, device=device),
             config=config,
-            jpeg_draft=precision != "fp32" if jpeg_draft is None else jpeg_draft,
+            jpeg_draft=not choice.exact if jpeg_draft is None else jpeg_draft,
             workers=workers,
-            face_options=face_options,
+            face_mode=build_face_mode(faces, settings.faces),
             provenance=provenance_options,
+            settings=settings,
         )
         detector.engine_choice = choice
         detector._export_info = export_info
         return detector
 
     @classmethod
-    def from_config(cls, config: DetectorConfig, **model_kwargs) -> Detector:
-        """Loads the detector a `DetectorConfig` describes (what the CLI, the server and Ray actors do).
+    def from_config(cls, config: DetectorConfig, **overrides) -> Detector:
+        """Loads the detector a `DetectorConfig` describes (what the CLI, the server and Ray actors do);
+        ``overrides`` replace its fields for this load (e.g. ``device="cpu"``).
 
         Raises:
             CheckpointError: As `from_pretrained`.
             EngineError: As `from_pretrained`.
         """
-        settings = {item.name: getattr(config, item.name) for item in fields(config)}
-        return cls.from_pretrained(settings.pop("model"), **settings, **model_kwargs)
+        config = replace(config, **overrides)
+        options = {item.name: getattr(config, item.name) for item in fields(config)}
+        return cls.from_pretrained(options.pop("model"), **options)
 
     @property
     def thresholds(self) -> Thresholds:
         return self.calibration.thresholds
+
+    @property
+    def face_options(self) -> FaceOptions | None:
+        """The face options a call that leaves ``faces`` out scores with; None: whole images."""
+        return self.face_mode.default
 
     def info(self) -> ModelInfo:
         """Labels, role mapping, input preprocessing and parameter count of the loaded checkpoint."""
@@ -371,13 +384,20 @@ class Detector:
         return tuple(domains) if domains else None
 
     def resolve_faces(self, faces: FaceChoice = None) -> FaceOptions | None:
-        """What a ``faces`` argument means for this detector (`resolve_face_options` over
-        `face_options`): the options to score with, or None for whole images.
+        """What a ``faces`` argument means for this detector (`FaceMode.resolve`): the options to score
+        with, or None for whole images. ``True`` uses the checkpoint's face settings even when face
+        mode was switched off at load.
 
         Every entry point (CLI, HTTP, Ray, evaluation) passes its user's choice here, or to the
         scoring methods, untouched; this is the one place the checkpoint's settings fill the gaps.
         """
-        return resolve_face_options(faces, self.face_options)
+        return self.face_mode.resolve(faces)
+
+    def draft_size_for(self, *, faces: bool) -> tuple[int, int] | None:
+        """The size large JPEGs may be decoded down to (None: full size), for whole-image scoring or face
+        mode: the one policy every decoder (this detector's, the server's) follows. Face mode decodes
+        in full: face boxes and crops are in the image's own pixels."""
+        return None if faces else self.preprocessor.draft_size
 
     def compute_outputs(self, images: Sequence) -> ModelOutputs:
         """Runs preprocessing and the model on already-loaded RGB images.
@@ -477,8 +497,7 @@ class Detector:
 
         def prepared() -> Iterator[tuple[tuple, FaceCrops | Exception]]:
             for index, item in enumerate(images):
-                # Full-resolution pixels: face boxes and crops are in the image's own pixels.
-                source, image, record = self._load(index, item)
+                source, image, record = self._load(index, item, draft_size=self.draft_size_for(faces=True))
                 if isinstance(image, Exception):
                     yield (source, record), image
                     continue
@@ -550,7 +569,8 @@ class Detector:
         face_detector = options.build_detector() if options else None  # a missing backend: usage error
         scorer = self.scorer
         for index, item in enumerate(images):
-            source, image, _ = self._load(index, item, provenance=False)
+            # The provenance stage runs as for predict, so that both give a file the same verdict.
+            source, image, record = self._load(index, item)
             if isinstance(image, Exception):
                 yield self._explain_error(source, method, image)
                 continue
@@ -564,9 +584,10 @@ class Detector:
                         method,
                         options,
                         face_detector,
+                        record,
                     )
                 else:
-                    yield self._explain_image(source, image, method)
+                    yield self._explain_image(source, image, method, record)
             except (RuntimeError, ValueError) as error:
                 yield self._explain_error(source, method, DetectorError(f"model failed: {error}"))
 
@@ -581,12 +602,17 @@ class Detector:
             self._explainer_model, self.processor, image, method=method, roles=self.roles
         )  # (rows, cols)
 
-    def _explain_image(self, source: str | int, image, method: str) -> Explanation:
+    def _explain_image(
+        self, source: str | int, image, method: str, provenance: ProvenanceRecord | None
+    ) -> Explanation:
         from deepfake_detector.explain.heatmaps import compute_image_heatmap
 
-        prediction = self.predict(image, faces=False)  # the score predict() gives, from the scoring model
-        if not prediction.ok:
-            return self._explain_error(source, method, DetectorError(prediction.error))
+        # The score and verdict predict() gives: the scoring model's outputs, decided by the scorer.
+        outputs = self.compute_outputs([image])  # (1, C)
+        scored = InputLogits(
+            source, outputs.logits, provenance=provenance, domain_logits=outputs.domain_logits
+        )
+        prediction = self.scorer.predict(scored, FaceAggregation())
         token_map = self.compute_token_map(image, method)  # (rows, cols)
         return Explanation(
             source=source,
@@ -602,37 +628,11 @@ class Detector:
             threshold=prediction.threshold,
             uncertain_from=prediction.uncertain_from,
             threshold_from=prediction.threshold_from,
+            decided_by=prediction.decided_by,
         )
 
     def _explain_error(self, source: str | int, method: str, error: Exception) -> Explanation:
         return Explanation.failed(source, method, error, model=self.model_id, revision=self.revision)
-
-    def iter_predict_faces(
-        self,
-        images: Iterable[ImageInput | InputProblem],
-        *,
-        faces: FaceChoice = True,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> Iterator[Prediction]:
-        """Face mode, lazily: detect faces, score a square crop of each (margin 1.3x), combine them.
-
-        Args:
-            images: Inputs as for `predict`.
-            faces: ``True`` for the checkpoint's face settings (else the defaults), or `FaceOptions`
-                (detector backend, ``margin_ratio``, face ``aggregation``: "max" (default, the
-                most-fake face), "mean" or "largest"), or `FaceOverrides`.
-            batch_size: Face crops per model call.
-
-        Yields:
-            A `Prediction` per input, in order, with ``faces`` (box, crop box and score of each); with
-            no face found the image is scored whole and ``no_face`` is True.
-
-        Raises:
-            MissingExtraError: The face detector's package is not installed.
-        """
-        # Face mode whatever the argument says; only its settings count here.
-        options = self.resolve_faces(faces) or self.resolve_faces(True)
-        yield from self.iter_predict(images, batch_size=batch_size, faces=options)
 
     def predict_video(
         self,
@@ -662,22 +662,19 @@ class Detector:
             truncated or damaged one is scored from what decodes, with ``stopped_at_s`` and
             ``decode_problem`` saying where and why it stopped.
         """
+        from deepfake_detector.inference.video import predict_video
         from deepfake_detector.video.decode import FrameSampling
-        from deepfake_detector.video.scoring import predict_video
 
-        result = predict_video(
+        return predict_video(
             self.scorer,
             video,
             faces=self.resolve_faces(faces),
             sampling=sampling or FrameSampling(),
             aggregation=aggregation or FrameAggregation(),
             batch_size=batch_size,
+            # C2PA: videos carry manifests too
+            provenance=None if self.provenance is None else self.provenance.inspect_file(video),
         )
-        if self.provenance is None or not result.ok:
-            return result
-        record = self.provenance.inspect_file(video)  # C2PA: videos carry manifests too
-        decision = self.scorer.decide(result.fake_score, result.domain, record, video=True)
-        return replace(result, provenance=record, **decision)
 
     def iter_predict_media(
         self,
@@ -736,7 +733,7 @@ class Detector:
     ) -> tuple[str | int, np.ndarray | Exception, ProvenanceRecord | None]:
         """Reads and preprocesses one input, in a worker thread; a failure becomes its row's error."""
         index, item = indexed
-        source, image, record = self._load(index, item, draft_size=self.preprocessor.draft_size)
+        source, image, record = self._load(index, item, draft_size=self.draft_size_for(faces=False))
         if isinstance(image, Exception):
             return source, image, record
         try:
@@ -766,39 +763,6 @@ class Detector:
                 )
                 position += 1
         return results
-
-
-def load_stored_face_options(
-    name_or_path: str | os.PathLike = DEFAULT_MODEL,
-    *,
-    revision: str | None = None,
-    allow_pickle: bool = False,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-) -> FaceOptions | None:
-    """The face settings a checkpoint stores (`Detector.face_options`), read from its config alone,
-    without loading the weights: for a driver that only needs to know (Ray's, before its actors load).
-
-    Raises:
-        CheckpointError: The checkpoint can't be found or its config read, or its face settings are
-            not valid.
-    """
-    checkpoint = resolve_checkpoint(
-        name_or_path,
-        revision=revision,
-        allow_pickle=allow_pickle,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-    )
-    config, _ = load_config_and_processor(checkpoint)
-    return _load_face_options(config, checkpoint.name)
-
-
-def _load_face_options(config, name: str) -> FaceOptions | None:
-    try:
-        return FaceOptions.from_config(config)
-    except ValueError as error:
-        raise CheckpointError(f"{name}: {error}") from None
 
 
 def _is_single(images) -> bool:

@@ -115,6 +115,12 @@ class EngineChoice:
     precision: str
     reason: str
 
+    @property
+    def exact(self) -> bool:
+        """Whether this run gives the transformers pipeline's answers (PyTorch in fp32), whether asked
+        for or chosen by "auto": then nothing else may trade accuracy for speed (no JPEG draft)."""
+        return self.engine == "torch" and self.precision == "fp32"
+
 
 def resolve_engine(
     engine: str,
@@ -318,6 +324,17 @@ def build_engine(choice: EngineChoice, *, model=None, folder: Path | None = None
     if choice.engine == "onnx":
         return OnnxEngine(Path(folder) / ONNX_FILE, precision=choice.precision)
     return TorchEngine(model, precision=choice.precision, device=device)
+
+
+# Threads that decode and preprocess ahead of the model (the detector's, the server's); more than 4 only
+# adds contention with the model's own threads.
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(cap: int = MAX_DEFAULT_WORKERS) -> int:
+    """Helper threads by default: one per CPU this process may use, at most ``cap``; the one CPU-count
+    policy the detector, the server and the scan report follow."""
+    return min(available_cpus(), cap)
 
 
 def available_cpus() -> int:

@@ -14,16 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from deepfake_detector.errors import DetectorError
-
-# Re-exported: these lived here before face crops moved beside the face backends.
-from deepfake_detector.faces.crops import (  # noqa: F401
-    FaceCrops,
-    FaceOptions,
-    FaceOverrides,
-    crop_largest_face,
-    cut_faces,
-    resolve_face_options,
-)
+from deepfake_detector.faces.crops import FaceCrops, FaceOptions, cut_faces
 from deepfake_detector.results import Explanation
 from deepfake_detector.scoring import ModelOutputs
 
@@ -32,6 +23,7 @@ if TYPE_CHECKING:
 
     from deepfake_detector.faces.backends import FaceDetector
     from deepfake_detector.inference.scorer import Scorer
+    from deepfake_detector.provenance import ProvenanceRecord
 
 T = TypeVar("T")
 
@@ -94,12 +86,14 @@ def explain_faces(
     method: str,
     options: FaceOptions,
     face_detector: FaceDetector,
+    provenance: ProvenanceRecord | None = None,
 ) -> Explanation:
     """A heatmap per face crop, each placed back onto the full image at its crop box.
 
     Each face's map is normalised on its own, so every face shows its own hottest region; outside the
     crop boxes the map is zero. With no face, the whole image is explained and ``faces`` is empty
-    (``no_face``). The scores are those face-mode prediction gives.
+    (``no_face``). The scores and the verdict are those face-mode prediction gives, ``provenance``
+    (what the provenance stage found in the file) included.
     """
     from deepfake_detector.explain.heatmaps import compute_face_heatmap, compute_image_heatmap
 
@@ -127,10 +121,5 @@ def explain_faces(
         revision=scorer.revision,
         faces=scored.faces,
         domain=scored.domain,
-        **_explanation_fields(scorer.decide(scored.fake_score, scored.domain)),
+        **scorer.decide(scored.fake_score, scored.domain, provenance),
     )
-
-
-def _explanation_fields(decision: dict) -> dict:
-    """The decision fields an `Explanation` carries (no provenance stage: the model decides)."""
-    return {key: value for key, value in decision.items() if key != "decided_by"}

@@ -59,11 +59,6 @@ class RayScoringError(DetectorError):
     """A Ray scoring job can't start (bad setting, no cluster) or failed; the message says what to do."""
 
 
-# The name this module's `DetectorConfig` argument had before it moved beside `Detector`; kept so that
-# code written for it keeps working.
-DetectorSpec = DetectorConfig
-
-
 @dataclass(frozen=True)
 class RayScoringConfig:
     """Where and how a Ray scoring job runs, and how its output is cut into shards."""
@@ -201,8 +196,10 @@ class BatchScorer:
         """
         from transformers.utils import logging as hf_logging
 
+        from deepfake_detector.inference.detector import Detector
+
         hf_logging.disable_progress_bar()  # a load bar per actor is noise in the driver's forwarded logs
-        self.detector = detector.build()
+        self.detector = Detector.from_config(detector)
         self.media = media
         self.format = fmt
         self.summary = summary
@@ -311,7 +308,9 @@ def score_with_ray(
     detector = detector or DetectorConfig()
     config = config or RayScoringConfig()
     if preflight:
-        detector.build(device="cpu", workers=0)
+        from deepfake_detector.inference.detector import Detector
+
+        Detector.from_config(detector, device="cpu", workers=0)
     # Whether rows carry face summaries is known before any actor starts, from the checkpoint's config
     # alone; each actor resolves the same ``faces`` over the same checkpoint, so they agree.
     summary = detector.resolve_faces(faces) is not None

@@ -37,6 +37,7 @@ from deepfake_detector.scan_report.thumbnails import (
     load_video_thumbnail,
 )
 from deepfake_detector.scoring import VERDICTS
+from deepfake_detector.version import __version__
 
 # Attacker-controlled text is cut to this many characters on a card's record (a metadata field can
 # hold megabytes); the cut says how much was left out.
@@ -130,7 +131,7 @@ def render_report(
         "title": title or f"Scan report: {Path(results_path).name if results_path else path.stem}",
         "results": None if results_path is None else os.fspath(results_path),
         "built": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "version": _version(),
+        "version": __version__,
         "thumbnails": thumbnails,
         "notes": list(notes),
     }
@@ -322,9 +323,3 @@ def _hash(text: str) -> str:
 
 def _asset(name: str) -> str:
     return (files("deepfake_detector.scan_report") / name).read_text(encoding="utf-8")
-
-
-def _version() -> str:
-    from deepfake_detector import __version__
-
-    return __version__

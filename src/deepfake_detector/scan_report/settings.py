@@ -142,19 +142,17 @@ def resolve_run_settings(rows: list[dict], given: RunSettings | None = None) -> 
 
 def load_stored_calibration(model: str | None, revision: str | None = None) -> Calibration | None:
     """The scoring rule a checkpoint stores (every domain's thresholds; 0.5 when it stores none), read
-    as `Detector.from_pretrained` reads it (`Calibration.from_config` on its transformers config) but
-    without loading weights or touching the network; None when the config is not on this machine or
-    can't be read."""
+    by the reader `Detector.from_pretrained` uses (`load_settings`) but without loading weights or
+    touching the network; None when the config is not on this machine or can't be read."""
     from deepfake_detector.errors import CheckpointError
-    from deepfake_detector.modeling.checkpoints import ResolvedCheckpoint, load_config_and_processor
+    from deepfake_detector.stored_settings import load_settings
 
     config = _find_config(model, revision)
     if config is None:
         return None
     try:
-        loaded, _ = load_config_and_processor(ResolvedCheckpoint(str(model), config.parent, revision))
-        return Calibration.from_config(loaded)
-    except (CheckpointError, ValueError, KeyError, TypeError, AttributeError):
+        return load_settings(config.parent).calibration
+    except CheckpointError:
         return None
 
 

@@ -101,9 +101,9 @@ def load_thumbnails(
         jobs: Calls that each return one `Thumbnail`.
         workers: Threads; default: one per CPU, at most 8.
     """
-    from deepfake_detector.inference.engines import available_cpus
+    from deepfake_detector.inference.engines import default_workers
 
-    workers = workers if workers is not None else min(available_cpus(), 8)
+    workers = workers if workers is not None else default_workers(8)
     jobs = list(jobs)
     if workers <= 1 or len(jobs) < 2:
         return [job() for job in jobs]

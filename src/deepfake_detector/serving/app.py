@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
-from deepfake_detector import __version__
 from deepfake_detector.serving.batching import BatcherStopped
 from deepfake_detector.serving.config import ServeConfig
 from deepfake_detector.serving.errors import ApiError, install_error_handlers
@@ -34,6 +33,7 @@ from deepfake_detector.serving.schemas import (
     error_responses,
 )
 from deepfake_detector.serving.service import DetectorService, Upload
+from deepfake_detector.version import __version__
 
 WORK_ROUTES = (("POST", "/v1/predict"), ("POST", "/v1/predict/video"), ("POST", "/v1/explain"))
 UPLOAD_ERRORS = ("bad_request", "payload_too_large", "unsupported_media_type", "invalid_request")
@@ -89,10 +89,11 @@ def build_app(detector, config: ServeConfig | None = None) -> FastAPI:
         (uvicorn's default).
     """
     from deepfake_detector.inference.config import DetectorConfig
+    from deepfake_detector.inference.detector import Detector
 
     config = config or ServeConfig()
     if isinstance(detector, DetectorConfig):
-        detector = detector.build()
+        detector = Detector.from_config(detector)
     service = DetectorService(detector, config)
     admission = Admission(capacity=config.queue_size)
 

@@ -229,6 +229,7 @@ class ExplanationRecord(BaseModel):
     threshold: float | None = _THRESHOLD
     uncertain_from: float | None = _UNCERTAIN_FROM
     threshold_from: ThresholdFrom | None = _THRESHOLD_FROM
+    decided_by: Literal["model", "provenance"] | None = _DECIDED_BY
     image_size: list[int] | None = Field(description="[width, height] of the heatmap and the image.")
     peak_xy: list[int] | None = Field(description="[x, y] pixel of the hottest point.")
     model: str

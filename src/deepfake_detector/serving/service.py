@@ -10,13 +10,14 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from deepfake_detector import __version__
 from deepfake_detector.errors import DetectorError, ExplainError, ImageTooLargeError, MissingExtraError
+from deepfake_detector.inference.engines import default_workers
 from deepfake_detector.io.images import try_decode_image
 from deepfake_detector.results import Explanation, Prediction
 from deepfake_detector.serving.batching import MicroBatcher
 from deepfake_detector.serving.config import ServeConfig
 from deepfake_detector.serving.errors import ApiError
+from deepfake_detector.version import __version__
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,9 @@ class DetectorService:
         self.detector = detector
         self.config = config
         self.weights_sha256: str | None = None
-        self._draft_size = getattr(getattr(detector, "preprocessor", None), "draft_size", None)
         self.unavailable: dict[str, str | None] = {}
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._decode_threads = ThreadPoolExecutor(
-            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="decode"
-        )
+        self._decode_threads = ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="decode")
         self.batcher: MicroBatcher = MicroBatcher(
             self._score_batch,
             max_batch_size=config.max_batch_size,
@@ -182,9 +180,7 @@ class DetectorService:
         if faces:
             self._require("faces", "faces_unavailable")
         loop = asyncio.get_running_loop()
-        # Reduced-scale JPEG decoding only where the detector uses it too: whole-image scoring. Face
-        # boxes and crops are in full-resolution pixels.
-        draft_size = None if faces else self._draft_size
+        draft_size = self.detector.draft_size_for(faces=faces)  # the detector's own decoding
         decoded = await asyncio.gather(
             *(
                 loop.run_in_executor(

@@ -20,7 +20,8 @@ The recipe (``configs/clip-b16-v2.yaml``, run with ``deepfake-detector train-hea
    - the general head: fitted on the rows of ``general_datasets`` (all rows when unset);
 
 4. per domain, a temperature (NLL) and a threshold on the clean validation images the probe sends to
-   that domain (`choose_threshold`: no real source of the domain above ``target_fpr``); the temperature
+   that domain (`compute_threshold`, the rule ``calibrate`` uses too: no real source of the domain above
+   ``target_fpr``); the temperature
    is folded into the domain's head, so the pipeline's probabilities are the calibrated ones;
 5. write ``bundle/`` (config, image processor, ``head.safetensors``: the package ships this) and
    ``model/`` (the full ``save_pretrained`` checkpoint) and ``validation.json``.
@@ -45,6 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_detector.data.labelled import LabelledImage
+from deepfake_detector.evaluation.calibration import THRESHOLD_RULE
+from deepfake_detector.scoring import Calibration, Thresholds
+from deepfake_detector.stored_settings import StoredSettings
 from deepfake_detector.training.frozen_features import load_features
 
 FACES_MANIFEST = "../shared/data/faces/manifest.csv"
@@ -331,7 +335,6 @@ def load_anchor_score(name: str, standardiser: Standardiser) -> LinearScore:
 
     from deepfake_detector.modeling.checkpoints import bundled_model_folder
     from deepfake_detector.modeling.labels import resolve_label_roles
-    from deepfake_detector.scoring import CONFIG_KEY
 
     folder = bundled_model_folder(name)
     head = load_file(folder / "head.safetensors")
@@ -340,7 +343,7 @@ def load_anchor_score(name: str, standardiser: Standardiser) -> LinearScore:
     if len(roles.fake_ids) != 1 or len(roles.real_ids) != 1:
         raise ValueError(f"{name}: an anchor head needs one real and one fake class, got {roles.to_dict()}")
     (fake,), (real,) = roles.fake_ids, roles.real_ids
-    temperature = float((config.get(CONFIG_KEY) or {}).get("temperature", 1.0))
+    temperature = StoredSettings.from_config(config, name=name).calibration.temperature
     weight, bias = head["classifier.weight"], head["classifier.bias"]  # (2, F), (2,)
     direction = (weight[fake] - weight[real]) / temperature  # (F,) on the anchor's standardisation
     offset = float(bias[fake] - bias[real]) / temperature
@@ -383,27 +386,6 @@ def write_heads(
             model.domain_classifier.bias.copy_(bias)
 
 
-def choose_threshold(
-    scores: np.ndarray, groups: Sequence[str], labels: np.ndarray, target_fpr: float
-) -> float:
-    """The lowest threshold at which every real group's false-positive rate is at most ``target_fpr``
-    (`compute_threshold_at_fpr` per group, the strictest wins), and never below 0.5 (the argmax
-    rule), so a clean validation split can't pull it under even odds."""
-    from deepfake_detector.evaluation.calibration import compute_threshold_at_fpr
-
-    groups = np.asarray(groups)
-    real_groups = sorted(set(groups[labels == 0]))
-    return max(
-        [0.5]
-        + [
-            compute_threshold_at_fpr(
-                labels[groups == group], scores[groups == group], positive=1, target_fpr=target_fpr
-            )
-            for group in real_groups
-        ]
-    )
-
-
 def summarise_scores(
     scores: np.ndarray, labels: np.ndarray, sources: Sequence[str], threshold: float | np.ndarray
 ) -> dict:
@@ -428,13 +410,14 @@ def summarise_scores(
     return summary
 
 
-def write_bundle(model, processor, folder: str | os.PathLike, *, calibration: dict) -> Path:
-    """Writes what the package ships: config (with calibration), image processor, ``head.safetensors``."""
+def write_bundle(model, processor, folder: str | os.PathLike, *, settings: StoredSettings) -> Path:
+    """Writes what the package ships: config (with its stored settings), image processor,
+    ``head.safetensors``."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.config.deepfake_detector = calibration
+    settings.write(model.config)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -494,16 +477,16 @@ def calibrate_domain(
     logits: np.ndarray, labels: np.ndarray, groups: Sequence[str], target_fpr: float
 ) -> tuple[float, float]:
     """(temperature, threshold) of one domain's validation logits (fake-vs-real, (N,)): the NLL
-    temperature (1.0 when the domain's images are of one class) and `choose_threshold` on the scores
-    with that temperature."""
-    from deepfake_detector.evaluation.calibration import compute_temperature
+    temperature (1.0 when the domain's images are of one class) and `compute_threshold` (the one rule,
+    per real source: ``groups`` are "source/label") on the scores with that temperature."""
+    from deepfake_detector.evaluation.calibration import compute_temperature, compute_threshold
 
     two = np.stack([-logits / 2, logits / 2], axis=1)  # (N, 2) as the model's layer gives them
     temperature = compute_temperature(two, labels.astype(bool), (1,)) if len(set(labels)) == 2 else 1.0
     scores = 1 / (1 + np.exp(-logits / temperature))
     if not (labels == 0).any():
         raise ValueError("a domain's threshold needs real validation images in it")
-    return temperature, choose_threshold(scores, groups, labels, target_fpr)
+    return temperature, compute_threshold(labels, scores, target_fpr=target_fpr, sources=groups, positive=1)
 
 
 def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] | None = None) -> Path:
@@ -591,25 +574,30 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     calibrated, domain_entries, scores, thresholds = calibrate_heads(val, heads, probe, names, config)
     summary = summarise_scores(scores, val.labels, val.sources, thresholds)
     face = domain_entries[names[0]]
-    calibration = {
-        "temperature": 1.0,
-        "thresholds": face["thresholds"],
-        "fitted_on": face["fitted_on"],
-        "backbone": (
+    temperature = 1.0
+    if config.domains:
+        write_heads(model, standardiser, calibrated, probe)
+    else:  # one head: its temperature stays a stored number, as before domains
+        temperature = face["fitted_on"].pop("temperature")
+        face["fitted_on"].pop("temperature_folded_into_head")
+        face["fitted_on"].pop("routed_by")
+        write_heads(model, standardiser, heads, None)
+    domain_rules = domain_entries if config.domains else {}  # one head: its rule is the pooled one
+    settings = StoredSettings(
+        calibration=Calibration(
+            temperature=temperature,
+            thresholds=face["thresholds"],
+            domain_thresholds={name: entry["thresholds"] for name, entry in domain_rules.items()},
+        ),
+        fitted_on=face["fitted_on"],
+        domain_fitted_on={name: entry["fitted_on"] for name, entry in domain_rules.items()},
+        backbone=(
             {"upstream": UPSTREAM_ID, "from": WHEEL_REQUIREMENT, "sha256": BACKBONE_SHA256}
             if config.backbone is None
             else {"folder": backbone.name}
         ),
-    }
-    if config.domains:
-        calibration["domains"] = domain_entries
-        write_heads(model, standardiser, calibrated, probe)
-    else:  # one head: its temperature stays a stored number, as before domains
-        calibration["temperature"] = face["fitted_on"].pop("temperature")
-        face["fitted_on"].pop("temperature_folded_into_head")
-        face["fitted_on"]["rule"] = "every real source's false-positive rate at most target_fpr"
-        write_heads(model, standardiser, heads, None)
-    bundle = write_bundle(model, processor, output / "bundle", calibration=calibration)
+    )
+    bundle = write_bundle(model, processor, output / "bundle", settings=settings)
     assembled = output / "model"  # the same model whole: what `--model` and the pipeline load
     model.save_pretrained(assembled)
     processor.save_pretrained(assembled)
@@ -622,8 +610,8 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
     write_json(
         output / "validation.json",
         {
-            "domains": {name: entry["thresholds"]["fake"] for name, entry in domain_entries.items()},
-            "threshold": face["thresholds"]["fake"],
+            "domains": {name: entry["thresholds"].fake for name, entry in domain_entries.items()},
+            "threshold": face["thresholds"].fake,
             **domain_share,
             "val": summary,
         },
@@ -645,9 +633,7 @@ def run_head_training(config: HeadTrainingConfig, *, log: Callable[[str], None] 
             "full_checkpoint": str(assembled),
         },
     )
-    fitted_thresholds = {
-        name: round(entry["thresholds"]["fake"], 4) for name, entry in domain_entries.items()
-    }
+    fitted_thresholds = {name: round(entry["thresholds"].fake, 4) for name, entry in domain_entries.items()}
     log(
         f"thresholds {json.dumps(fitted_thresholds)}; val ROC-AUC {summary['all'].get('roc_auc', 0):.4f}; "
         f"bundle in {bundle}, full checkpoint in {assembled}"
@@ -726,14 +712,14 @@ def calibrate_heads(
         scores[mine] = 1 / (1 + np.exp(-calibrated[-1](val.features[mine])))
         thresholds[mine] = threshold
         entries[name] = {
-            "thresholds": {"fake": threshold, "real": threshold},
+            "thresholds": Thresholds.single(threshold),
             "fitted_on": {
                 "data": data,
                 "split": "val",
                 "images": int(mine.sum()),
                 "target_fpr": config.target_fpr,
-                "rule": "every real source's false-positive rate at most target_fpr, among the val "
-                "images the domain probe sends to this domain",
+                "rule": THRESHOLD_RULE,
+                "routed_by": "the domain probe: the val images it sends to this domain",
                 "temperature": temperature,
                 "temperature_folded_into_head": True,
             },

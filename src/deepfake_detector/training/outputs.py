@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from deepfake_detector import __version__
 from deepfake_detector.optional import require
 from deepfake_detector.run_info import git_revision
-from deepfake_detector.scoring import CONFIG_KEY
+from deepfake_detector.stored_settings import SETTINGS_KEY, StoredSettings
+from deepfake_detector.version import __version__
 
 CONFIG_FILE = "training_config.yaml"
 RUN_FILE = "training_run.json"
@@ -157,22 +157,18 @@ def _describe_faces(config, counts: dict) -> str:
     return (
         f"- Input: face crops ({config.faces.detector}, margin {config.faces.margin_ratio:g}; the largest "
         f"face of each image; {no_face} training images without a face were used whole). `config.json` "
-        f"records this (`{CONFIG_KEY}.faces`), so `deepfake-detector predict` uses face mode by default."
+        f"records this (`{SETTINGS_KEY}.faces`), so `deepfake-detector predict` uses face mode by default."
     )
 
 
 def store_model_settings(model_config, config) -> None:
-    """Writes this package's settings into the trained model's config (``config.json``, `CONFIG_KEY`).
+    """Writes this package's settings into the trained model's config (`StoredSettings`).
 
     Written afresh: a calibration inherited from the base checkpoint was fitted on the base's logits and
     does not hold for the new weights (run ``calibrate`` on the trained model). With face crops, their
-    settings go under ``faces``, where `Detector` finds them and defaults to face mode.
+    settings are stored (`StoredSettings.faces`), where `Detector` finds them and defaults to face mode.
     """
-    options = config.faces.options()
-    if options is not None:
-        setattr(model_config, CONFIG_KEY, {"faces": options.to_config()})
-    elif hasattr(model_config, CONFIG_KEY):
-        delattr(model_config, CONFIG_KEY)
+    StoredSettings(faces=config.faces.options()).write(model_config)
 
 
 def write_training_outputs(

@@ -21,6 +21,7 @@ from deepfake_detector.video.decode import FrameSampling, VideoReader
 
 if TYPE_CHECKING:
     from deepfake_detector.inference.scorer import Scorer
+    from deepfake_detector.provenance import ProvenanceRecord
 
 
 def predict_video(
@@ -31,6 +32,7 @@ def predict_video(
     sampling: FrameSampling,
     aggregation: FrameAggregation,
     batch_size: int,
+    provenance: ProvenanceRecord | None = None,
 ) -> VideoPrediction:
     """Scores one video file; a file that can't be scored gives a `VideoPrediction` with ``error`` set.
 
@@ -40,6 +42,8 @@ def predict_video(
     Args:
         scorer: The scoring function and rule (`Detector.scorer`).
         faces: Resolved face options (`resolve_face_options`); None scores whole frames.
+        provenance: What the provenance stage found in the file: the clip's verdict is decided with it
+            by the same rule as an image's (`Scorer.decide`).
     """
     source = os.fspath(video)
     aggregation_info = {**aggregation.to_dict(), **sampling.to_dict()}
@@ -83,7 +87,8 @@ def predict_video(
     deciding = [frame for frame in frames if not frame.no_face] or frames
     fake_score = aggregation.compute([frame.fake_score for frame in deciding])
     domain = compute_clip_domain([frame.domain for frame in deciding])
-    decision = scorer.decide(fake_score, domain, video=True)  # the clip's rule: its video threshold
+    # The clip's rule (its video threshold), unless the file's provenance decides.
+    decision = scorer.decide(fake_score, domain, provenance, video=True)
     return VideoPrediction(
         source=source,
         fake_score=fake_score,
@@ -97,6 +102,7 @@ def predict_video(
         decode_problem=reader.problem,
         domain=domain,
         detector=scorer.detector_name(domain),
+        provenance=provenance,
         **decision,
     )
 
