@@ -9,7 +9,7 @@ with a paired bootstrap interval of the difference, and how many verdicts change
 
 The first folder is the reference (``--precision fp32 --engine torch``: the transformers pipeline's
 exact scores), the second the candidate (the defaults). Both are ``evaluate`` outputs over the same
-images; rows are matched by ``source``, and an image that failed in either run is left out (and
+images; rows are matched by ``path``, and an image that failed in either run is left out (and
 counted). The interval resamples images, keeping each image's pair of scores together (stratified by
 class, 1,000 resamples, `compute_bootstrap_intervals`), so it measures the change the candidate makes,
 not the sampling noise of the split. A verdict is each row's own (``predicted``, at its domain's
@@ -29,9 +29,9 @@ from deepfake_detector.evaluation.metrics import compute_bootstrap_intervals, co
 
 
 def load_rows(folder: Path) -> dict[str, dict]:
-    """``predictions.csv`` of an evaluate output folder, by source path."""
+    """``predictions.csv`` of an evaluate output folder, by image path (``source`` is the collection)."""
     with open(folder / "predictions.csv", newline="", encoding="utf-8") as handle:
-        return {row["source"]: row for row in csv.DictReader(handle)}
+        return {row["path"]: row for row in csv.DictReader(handle)}
 
 
 def compare(reference: dict[str, dict], candidate: dict[str, dict]) -> str:

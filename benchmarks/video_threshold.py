@@ -13,9 +13,9 @@ The manifest has no split, so one is made here, blind to the scores: clips are g
 in them (``<method>_<target>[_<source>]``: a fake joins the real clip of each id it names, so a person
 never straddles two splits), the groups are ordered by the SHA-256 of their smallest id, and the first
 half is val, the rest test. The threshold is the lowest one that calls at most ``--target-fpr`` of the
-val real clips fake (`compute_video_thresholds`, the image calibration's rule); the test clips are
-never looked at before it is chosen. ``--write`` stores it in the checkpoint's ``config.json``
-(`save_video_thresholds`), where ``predict`` reads it.
+val real clips fake (`compute_video_thresholds`, by the image calibration's rule, `compute_threshold`);
+the test clips are never looked at before it is chosen. ``--write`` stores it in the checkpoint's
+``config.json`` (`save_video_thresholds`), where ``predict`` reads it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector.evaluation.calibration import compute_video_thresholds, save_video_thresholds
+from deepfake_detector.evaluation.calibration import (
+    THRESHOLD_RULE,
+    compute_video_thresholds,
+    save_video_thresholds,
+)
 from deepfake_detector.scoring import Calibration
 
 NAME = re.compile(r"^(?:youtube|[A-Za-z0-9]+)_(\d+)(?:_(\d+))?$")
@@ -199,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             "clips": len(val),
             "real": sum(clip["label"] == "real" for clip in val),
             "target_fpr": args.target_fpr,
-            "rule": "the lowest fake threshold that calls at most target_fpr of the val real clips fake, per "
-            "domain with real clips (a clip of another domain keeps its domain's image threshold)",
+            "rule": f"{THRESHOLD_RULE} (the val real clips of a domain are one source), per domain with "
+            "real clips (a clip of another domain keeps its domain's image threshold)",
             "scored_with": {
                 "aggregation": [json.loads(text) for text in sorted(aggregation)],
                 # Face mode (``predict --faces``) when every row searched its frames for faces.

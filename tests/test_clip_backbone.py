@@ -196,15 +196,14 @@ def test_a_head_bundle_is_assembled_into_a_full_checkpoint(tiny_backbone, tmp_pa
         build_image_processor,
         register_auto_classes,
     )
+    from deepfake_detector.stored_settings import StoredSettings
     from deepfake_detector.training.head import write_bundle
 
     torch.manual_seed(1)
     model = build_clip_detector(tiny_backbone[1], id2label=SEED_LABELS)
     with torch.no_grad():
         model.classifier.weight.normal_()
-    bundle = write_bundle(
-        model, build_image_processor(32), tmp_path / "bundle", calibration={"temperature": 1.0}
-    )
+    bundle = write_bundle(model, build_image_processor(32), tmp_path / "bundle", settings=StoredSettings())
     assert sorted(path.name for path in bundle.iterdir()) == [
         "config.json",
         "head.safetensors",

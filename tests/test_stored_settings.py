@@ -16,6 +16,7 @@ from deepfake_detector import Detector
 from deepfake_detector.data.labelled import load_labelled_images
 from deepfake_detector.errors import CheckpointError
 from deepfake_detector.evaluation.calibration import (
+    MIN_THRESHOLD,
     THRESHOLD_RULE,
     calibrate,
     compute_threshold,
@@ -101,18 +102,19 @@ def test_a_newer_or_broken_block_is_refused_with_what_to_do(seed_checkpoint, tmp
     assert load_settings(_with_block(seed_checkpoint, tmp_path / "none", None)) == StoredSettings()
 
 
-def test_the_threshold_rule_is_per_real_source():
+def test_the_threshold_rule_is_per_real_source_and_never_below_even_odds():
     # 20 studio photos score low, 4 phone photos high: pooled, 1 false positive of 24 is within 5%, but
     # it is a quarter of the phone photos. The rule holds every source to the target.
     labels = ["real"] * 24 + ["fake"] * 4
-    scores = [0.1] * 20 + [0.2, 0.3, 0.4, 0.7] + [0.9] * 4
+    scores = [0.1] * 20 + [0.2, 0.6, 0.7, 0.8] + [0.9] * 4
     sources = ["studio"] * 20 + ["phone"] * 4 + [None] * 4
     pooled = compute_threshold_at_fpr(labels, scores, positive="fake", target_fpr=0.05)
-    assert pooled == float(np.nextafter(0.4, 1.0))
-    assert compute_threshold(labels, scores, target_fpr=0.05, sources=sources) == float(
-        np.nextafter(0.7, 1.0)
-    )
+    assert pooled == float(np.nextafter(0.7, 1.0))
+    strict = compute_threshold(labels, scores, target_fpr=0.05, sources=sources)
+    assert strict == float(np.nextafter(0.8, 1.0))
     assert compute_threshold(labels, scores, target_fpr=0.05) == pooled  # one source: the pooled rule
+    # A split the model separates cleanly: just above the highest real score would be 0.2; even odds stay.
+    assert compute_threshold(["real", "real", "fake"], [0.1, 0.2, 0.9], target_fpr=0.0) == MIN_THRESHOLD
 
 
 def test_calibrate_fits_by_the_recorded_rule_and_keeps_what_else_is_stored(seed_checkpoint, tmp_path):

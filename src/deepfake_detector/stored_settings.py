@@ -99,6 +99,12 @@ class StoredSettings:
                 f"format {SETTINGS_FORMAT}; upgrade deepfake-detector to load this checkpoint"
             )
         try:
+            faces = _read_faces(stored.get("faces"))
+        except (AttributeError, TypeError, ValueError) as error:
+            raise SettingsError(
+                f"{name}: {SETTINGS_KEY}.faces = {stored.get('faces')!r} is not valid: {error}"
+            ) from None
+        try:
             return cls(
                 calibration=_read_calibration(stored),
                 fitted_on=stored.get("fitted_on"),
@@ -108,7 +114,7 @@ class StoredSettings:
                     if entry.get("fitted_on")
                 },
                 video_fitted_on=(stored.get("video") or {}).get("fitted_on"),
-                faces=_read_faces(stored.get("faces")),
+                faces=faces,
                 backbone=stored.get("backbone"),
                 extra={key: value for key, value in stored.items() if key not in _KNOWN_KEYS},
             )
@@ -248,14 +254,11 @@ def _read_calibration(stored: Mapping) -> Calibration:
 def _read_faces(stored: Mapping | None) -> FaceOptions | None:
     if not stored:
         return None
-    try:
-        return FaceOptions(
-            detector=str(stored.get("detector", DEFAULT_FACE_DETECTOR)),
-            margin_ratio=float(stored.get("margin_ratio", DEFAULT_MARGIN_RATIO)),
-            detector_options=dict(stored.get("detector_options") or {}),
-        )
-    except (AttributeError, TypeError, ValueError) as error:
-        raise ValueError(f"faces = {stored!r}: {error}") from None
+    return FaceOptions(
+        detector=str(stored.get("detector", DEFAULT_FACE_DETECTOR)),
+        margin_ratio=float(stored.get("margin_ratio", DEFAULT_MARGIN_RATIO)),
+        detector_options=dict(stored.get("detector_options") or {}),
+    )
 
 
 def load_checkpoint_settings(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int, probability
+from deepfake_detector.cli.common import add_detector_arguments, load_detector
 from deepfake_detector.cli.evaluate import add_data_arguments, load_items
+from deepfake_detector.settings import positive_int, probability
 
 
 def add_parser(subparsers) -> None:

@@ -4,38 +4,11 @@ among them), and the one place they become a `DetectorConfig` and a `Detector`."
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, fields
 
 from deepfake_detector.aggregation import FACE_STRATEGIES
 from deepfake_detector.faces.backends import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO
-from deepfake_detector.modeling.checkpoints import BUNDLED_MODELS, DEFAULT_MODEL, MODEL_ALIASES
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"must be at least {minimum}, got {value}" if minimum else f"must be 0 or more, got {value}"
-            )
-        return value
-
-    parse.__name__ = "int"  # argparse names the type in "invalid int value: 'x'"
-    return parse
-
-
-positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+from deepfake_detector.settings import add_flags, build_from_flags, probability
 
 
 def _margin(text: str) -> float:
@@ -45,23 +18,7 @@ def _margin(text: str) -> float:
     return value
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_model(parser, group, item) -> None:
-    aliases = ", ".join(f"{alias} = {hub_id}" for alias, hub_id in MODEL_ALIASES.items())
-    group.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=(
-            f"checkpoint folder, Hugging Face hub id, bundled model ({', '.join(BUNDLED_MODELS)}), or alias "
-            f"({aliases}); default: %(default)s, the model shipped with the package"
-        ),
-    )
-
-
-def _add_jpeg_draft(parser, group, item) -> None:
+def _add_jpeg_draft(group, item) -> None:
     group.add_argument(
         "--jpeg-draft",
         choices=("auto", "on", "off"),
@@ -70,7 +27,7 @@ def _add_jpeg_draft(parser, group, item) -> None:
     )
 
 
-def _add_thresholds(parser, group, item) -> None:
+def _add_thresholds(group, item) -> None:
     band = group.add_mutually_exclusive_group()
     band.add_argument(
         "--threshold",
@@ -85,16 +42,6 @@ def _add_thresholds(parser, group, item) -> None:
         nargs=2,
         metavar=("LOW", "HIGH"),
         help="real below LOW, fake at or above HIGH, 'uncertain' in between",
-    )
-
-
-def _add_provenance(parser, group, item) -> None:
-    group.add_argument(
-        "--no-provenance",
-        dest="provenance",
-        action="store_false",
-        help="skip the provenance stage (C2PA content credentials, generator metadata, the Stable "
-        "Diffusion watermark) that runs before the model; scores are the same either way",
     )
 
 
@@ -153,37 +100,6 @@ def face_overrides(args: argparse.Namespace):
     )
 
 
-def _add_faces(parser, group, item) -> None:
-    add_face_arguments(parser)  # a group of their own
-
-
-def _add_plain(parser, group, item) -> None:
-    """A flag for a plain field: its type, default and help from the declaration."""
-    default = item.default if item.default is not MISSING else None
-    help_text = item.metadata["help"]
-    if isinstance(default, bool):
-        group.add_argument(_flag(item.name), action="store_true", help=help_text)
-        return
-    kinds = {"max_pixels": positive_int, "workers": non_negative_int}
-    group.add_argument(
-        _flag(item.name),
-        type=kinds.get(item.name, type(default) if default is not None else str),
-        choices=item.metadata.get("choices"),
-        default=default,
-        help=help_text + ("; default: %(default)s" if default is not None else ""),
-    )
-
-
-# Fields whose flags are not one flag of the field's own type; every other field gets `_add_plain`.
-_SPECIAL_FLAGS = {
-    "model": _add_model,
-    "jpeg_draft": _add_jpeg_draft,
-    "thresholds": _add_thresholds,
-    "faces": _add_faces,
-    "provenance": _add_provenance,
-}
-
-
 def add_detector_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
     """Every loading flag, one or more per field of `DetectorConfig`, so that each command that loads a
     model takes the same ones and a new option reaches every command at once.
@@ -196,9 +112,13 @@ def add_detector_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, 
     from deepfake_detector.inference.config import DetectorConfig
 
     group = parser.add_argument_group("model loading (the same on every command that loads a model)")
-    for item in fields(DetectorConfig):
-        if item.name not in skip:
-            _SPECIAL_FLAGS.get(item.name, _add_plain)(parser, group, item)
+    # The fields whose flags are not one flag of the field's own type; the faces get a group of their own.
+    custom = {
+        "jpeg_draft": _add_jpeg_draft,
+        "thresholds": _add_thresholds,
+        "faces": lambda group, item: add_face_arguments(parser),
+    }
+    add_flags(group, DetectorConfig, skip=skip, custom=custom)
 
 
 def _thresholds(args: argparse.Namespace):
@@ -221,16 +141,11 @@ def detector_config(args: argparse.Namespace):
     from deepfake_detector.inference.config import DetectorConfig
 
     readers = {
-        "jpeg_draft": lambda: {"on": True, "off": False}.get(args.jpeg_draft),
-        "thresholds": lambda: _thresholds(args),
-        "faces": lambda: face_overrides(args),
+        "jpeg_draft": lambda args: {"on": True, "off": False}.get(args.jpeg_draft),
+        "thresholds": _thresholds,
+        "faces": face_overrides,
     }
-    return DetectorConfig(
-        **{
-            item.name: readers[item.name]() if item.name in readers else getattr(args, item.name)
-            for item in fields(DetectorConfig)
-        }
-    )
+    return build_from_flags(DetectorConfig, args, readers=readers)
 
 
 def quiet_libraries() -> None:

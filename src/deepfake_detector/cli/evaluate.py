@@ -6,7 +6,8 @@ import argparse
 import math
 import sys
 
-from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
+from deepfake_detector.cli.common import add_detector_arguments, load_detector
+from deepfake_detector.settings import positive_int
 
 DEFAULT_PERTURBATIONS_HELP = "jpeg:90,70,50,30 blur:1,2 downscale:0.5,0.25"
 

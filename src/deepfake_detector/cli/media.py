@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from deepfake_detector.aggregation import FRAME_STRATEGIES
-from deepfake_detector.cli.common import positive_int
+from deepfake_detector.settings import positive_int
 from deepfake_detector.video.decode import DEFAULT_NUM_FRAMES
 
 TIMELINE_SUFFIXES = (".png", ".svg", ".pdf")

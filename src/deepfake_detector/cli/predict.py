@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import sys
 
-from deepfake_detector.cli.common import add_detector_arguments, load_detector, positive_int
+from deepfake_detector.cli.common import add_detector_arguments, load_detector
 from deepfake_detector.cli.media import add_media_arguments, media_options, print_summary, timeline_path
 from deepfake_detector.cli.ray_scoring import SHARD_FORMATS, add_ray_arguments, check_ray_arguments
 from deepfake_detector.cli.report import add_report_arguments, check_report_path
@@ -21,6 +21,7 @@ from deepfake_detector.io.writers import (
     infer_format,
     load_done_sources,
 )
+from deepfake_detector.settings import positive_int
 
 
 def add_parser(subparsers) -> None:

@@ -12,75 +12,38 @@ import argparse
 import re
 import sys
 
-from deepfake_detector.cli.common import non_negative_int, positive_int
 from deepfake_detector.io.shards import SHARD_FORMATS
+from deepfake_detector.settings import add_flags, build_from_flags
 
 # host:port, [v6]:port or ray://host:port; "auto" and "local" are Ray's own words.
 _ADDRESS = re.compile(r"^(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d+$")
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+# Fields of `RayScoringConfig` that take predict's own flags: --batch-size, --format and --quiet.
+_PREDICT_FLAGS = {
+    "format": lambda args: args.format or "parquet",
+    "verbose": lambda args: not args.quiet,
+}
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS] and the other flags of `RayScoringConfig`'s fields."""
+    from deepfake_detector.inference.ray_scoring import RayScoringConfig
+
     group = parser.add_argument_group(
-        "Ray: score on a cluster, into a folder of shards (pip install 'deepfake-detector[ray]')"
+        "Ray: score on a cluster, into a folder of shards (pip install 'deepfake-detector[ray]')",
+        description="--ray scores with a pool of Ray actors, each holding one detector. --output is then a "
+        "folder of shards (--format parquet, the default, or jsonl), and a rerun skips the inputs its "
+        "shards hold. Put --ray after the inputs, or write --ray=ADDRESS",
     )
-    group.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        metavar="ADDRESS",
-        help="score with a pool of Ray actors, each holding one detector: without ADDRESS on the cluster "
-        "`ray start` started on this machine (or RAY_ADDRESS), else on a local one; or on the cluster at "
-        "HOST:6379 (auto, ray://HOST:10001). --output is then a folder of shards (--format parquet, the "
-        "default, or jsonl), and a rerun skips the inputs its shards hold. Put --ray after the inputs",
-    )
-    group.add_argument(
-        "--ray-actors",
-        type=positive_int,
-        metavar="N",
-        help="actors (default: as many as the cluster's CPUs, or GPUs with --ray-gpus-per-actor, allow)",
-    )
-    group.add_argument(
-        "--ray-cpus-per-actor",
-        type=_positive_float,
-        default=1.0,
-        metavar="CPUS",
-        help="CPUs reserved per actor, also its PyTorch threads (%(default)s)",
-    )
-    group.add_argument(
-        "--ray-gpus-per-actor",
-        type=_non_negative_float,
-        default=0.0,
-        metavar="GPUS",
-        help="GPUs reserved per actor (0.5: two actors per GPU; default %(default)s: score on CPUs)",
-    )
-    group.add_argument(
-        "--ray-retries",
-        type=non_negative_int,
-        default=3,
-        metavar="N",
-        help="times Ray restarts an actor that died and retries its batch (%(default)s)",
-    )
-    group.add_argument(
-        "--rows-per-shard",
-        type=positive_int,
-        default=1024,
-        metavar="N",
-        help="rows per output shard (%(default)s)",
-    )
+    add_flags(group, RayScoringConfig, skip=("batch_size", *_PREDICT_FLAGS))
+
+
+def ray_scoring_config(args: argparse.Namespace):
+    """The `RayScoringConfig` the flags describe, as given (``batch_size`` from ``--batch-size``)."""
+    from deepfake_detector.inference.ray_scoring import RayScoringConfig
+
+    readers = {"address": lambda args: args.ray or None, **_PREDICT_FLAGS}
+    return build_from_flags(RayScoringConfig, args, readers=readers)
 
 
 def check_ray_arguments(args: argparse.Namespace) -> None:
@@ -109,24 +72,13 @@ def run_ray(args: argparse.Namespace, inputs: list[str]) -> int:
 
     from deepfake_detector.cli.common import detector_config, quiet_libraries
     from deepfake_detector.cli.media import media_options, print_summary
-    from deepfake_detector.inference.ray_scoring import RayScoringConfig, score_with_ray
+    from deepfake_detector.inference.ray_scoring import score_with_ray
     from deepfake_detector.io.inputs import ScanStats
 
     quiet_libraries()
     spec = detector_config(args)  # as given, face flags included: every actor loads its detector from it
     options = media_options(args)
-    config = RayScoringConfig(
-        address=args.ray or None,
-        num_actors=args.ray_actors,
-        num_cpus_per_actor=args.ray_cpus_per_actor,
-        num_gpus_per_actor=args.ray_gpus_per_actor,
-        batch_size=args.batch_size,
-        rows_per_shard=args.rows_per_shard,
-        format=args.format or "parquet",
-        max_restarts=args.ray_retries,
-        max_task_retries=args.ray_retries,
-        verbose=not args.quiet,
-    )
+    config = ray_scoring_config(args)
     stats = ScanStats()
     with tqdm(desc="scoring", unit="img", file=sys.stderr, disable=True if args.quiet else None) as progress:
         result = score_with_ray(

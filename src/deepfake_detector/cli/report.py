@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from deepfake_detector.cli.common import non_negative_int, positive_int
+from deepfake_detector.settings import non_negative_int, positive_int
 
 DESCRIPTION = (
     "Write one self-contained HTML page (inline style and script, thumbnails embedded; it opens offline) "

@@ -6,10 +6,10 @@ import argparse
 import ipaddress
 import os
 import sys
-from dataclasses import MISSING, fields
 
 from deepfake_detector.cli.common import add_detector_arguments, detector_config
 from deepfake_detector.serving.config import API_KEY_ENV, ServeConfig
+from deepfake_detector.settings import add_flags, build_from_flags
 
 
 def add_parser(subparsers) -> None:
@@ -28,23 +28,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
-    limits = parser.add_argument_group("limits and batching")
-    for item in fields(ServeConfig):
-        flag = "--" + item.name.replace("_", "-")
-        if item.name == "api_key":
-            limits.add_argument(flag, metavar="KEY", help=item.metadata["help"] + "; default: no key")
-            continue
-        default = item.default if item.default is not MISSING else None
-        limits.add_argument(
-            flag, type=type(default), default=default, help=f"{item.metadata['help']}; default: %(default)s"
-        )
+    add_flags(parser.add_argument_group("limits and batching"), ServeConfig)
     parser.set_defaults(run=run)
 
 
 def _build_config(args: argparse.Namespace) -> ServeConfig:
-    values = {item.name: getattr(args, item.name) for item in fields(ServeConfig)}
-    values["api_key"] = args.api_key or os.environ.get(API_KEY_ENV) or None
-    return ServeConfig(**values)
+    api_key = {"api_key": lambda args: args.api_key or os.environ.get(API_KEY_ENV) or None}
+    return build_from_flags(ServeConfig, args, readers=api_key)
 
 
 def _is_loopback(host: str) -> bool:

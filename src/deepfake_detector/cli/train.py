@@ -12,8 +12,12 @@ import logging
 import os
 import sys
 
+from deepfake_detector.settings import add_file_flags, file_flag_values
+
 
 def add_parser(subparsers) -> None:
+    from deepfake_detector.training.config import TrainConfig
+
     parser = subparsers.add_parser(
         "train",
         help="train or fine-tune a real/fake classifier (transformers Trainer)",
@@ -21,26 +25,10 @@ def add_parser(subparsers) -> None:
         "data, model, augmentation, faces, class_balance, bf16, training), then the flags below, then --set. "
         "The output folder is a normal Hugging Face model folder (plus checkpoints/ and logs/).",
     )
-    parser.add_argument("--config", "-c", metavar="YAML", help="training config, e.g. configs/dev-small.yaml")
-    parser.add_argument("--data", help="image folder, CSV manifest or `datasets` name/file (sets data.data)")
-    parser.add_argument("--output-dir", "-o", metavar="FOLDER", help="where the model goes (sets output_dir)")
-    parser.add_argument("--path-column", help="image path column of a CSV or dataset (sets data.path_column)")
-    parser.add_argument("--label-column", help="label column of a CSV or dataset (sets data.label_column)")
     parser.add_argument(
-        "--faces",
-        action="store_true",
-        default=None,
-        help="train and validate on face crops, cut as `predict --faces` cuts them (sets faces.enabled; "
-        "detector and margin: faces.detector, faces.margin_ratio); the trained model then predicts in "
-        "face mode by default",
+        "--config", "-c", metavar="YAML", help="training config (YAML, or JSON), e.g. configs/dev-small.yaml"
     )
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        metavar="CHECKPOINT",
-        help="continue from the last checkpoint in OUTPUT/checkpoints, or from the CHECKPOINT folder given",
-    )
+    add_file_flags(parser, TrainConfig)  # --data, --output-dir, --faces, --resume...: the fields name them
     parser.add_argument(
         "--set",
         action="append",
@@ -56,23 +44,10 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _flag_overrides(args: argparse.Namespace) -> list[str]:
-    flags = {
-        "data.data": args.data,
-        "output_dir": args.output_dir,
-        "data.path_column": args.path_column,
-        "data.label_column": args.label_column,
-        "faces.enabled": args.faces,
-        "resume_from_checkpoint": args.resume,
-    }
-    # JSON strings are YAML strings, so a path such as "yes" or "1e3" stays a path.
-    return [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
-
-
 def run(args: argparse.Namespace) -> int:
-    from deepfake_detector.training.config import load_train_config
+    from deepfake_detector.training.config import TrainConfig, load_train_config
 
-    config = load_train_config(args.config, [*_flag_overrides(args), *args.set])
+    config = load_train_config(args.config, args.set, flags=file_flag_values(TrainConfig, args))
     if args.print_config:
         import yaml
 

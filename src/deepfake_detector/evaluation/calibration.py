@@ -10,7 +10,8 @@ Temperature scaling (Guo et al. 2017) divides the logits by one number T fitted 
 negative log-likelihood of the true role; it changes how confident the scores are, never their order.
 The fake threshold is fitted by one rule, `compute_threshold` (`THRESHOLD_RULE`), which ``calibrate``,
 ``train-head`` and the video thresholds share: the lowest threshold at which no real source's
-false-positive rate (its real images called fake) exceeds a target on the validation images. An optional
+false-positive rate (its real images called fake) exceeds a target on the validation images, and never
+below 0.5. An optional
 real threshold keeps the share of fakes called real under a target, and scores between the two are
 "uncertain".
 """
@@ -42,8 +43,11 @@ from deepfake_detector.stored_settings import StoredSettings, load_settings, sav
 # above 20 every score is ~0.5. An optimum on a bound is reported as such (see `CalibrationResult`).
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 # The one rule that fits a fake threshold (`compute_threshold`), recorded in ``fitted_on.rule``. Per source,
-# so that a large clean source can't hide a small one whose real photos the model calls fake.
-THRESHOLD_RULE = "every real source's false-positive rate at most target_fpr"
+# so that a large clean source can't hide a small one whose real photos the model calls fake; never below
+# even odds, so that a validation split the model separates cleanly can't pull the threshold down to just
+# above its highest real score (1e-4 on an easy split), where every image it is unsure of is called fake.
+THRESHOLD_RULE = "every real source's false-positive rate at most target_fpr, and never below 0.5"
+MIN_THRESHOLD = 0.5
 
 
 class CalibrationError(DetectorError):
@@ -179,7 +183,7 @@ def compute_threshold_at_fpr(labels, scores, *, positive, target_fpr: float) -> 
 def compute_threshold(labels, scores, *, target_fpr: float, sources=None, positive="fake") -> float:
     """The fake threshold by `THRESHOLD_RULE`, for ``calibrate``, ``train-head`` and video clips alike:
     the lowest threshold at which every real source's false-positive rate is at most ``target_fpr``
-    (`compute_threshold_at_fpr` per source; the strictest wins).
+    (`compute_threshold_at_fpr` per source; the strictest wins), and at least `MIN_THRESHOLD`.
 
     Args:
         labels: True class of each image.
@@ -198,10 +202,13 @@ def compute_threshold(labels, scores, *, target_fpr: float, sources=None, positi
     if not (labels != positive).any():
         raise ValueError("a threshold for a target false-positive rate needs negative (real) images")
     return max(
-        compute_threshold_at_fpr(
-            labels[sources == source], scores[sources == source], positive=positive, target_fpr=target_fpr
-        )
-        for source in sorted(set(sources[labels != positive]))
+        MIN_THRESHOLD,
+        *(
+            compute_threshold_at_fpr(
+                labels[sources == source], scores[sources == source], positive=positive, target_fpr=target_fpr
+            )
+            for source in sorted(set(sources[labels != positive]))
+        ),
     )
 
 

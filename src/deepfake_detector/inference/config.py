@@ -1,8 +1,8 @@
 """How a `Detector` is loaded, declared once.
 
 `DetectorConfig` holds every loading option of `Detector.from_pretrained`, with its help text. Every
-CLI verb that loads a model generates its loading flags from these fields
-(`deepfake_detector.cli.common.add_detector_arguments`), so a new option appears on every verb at once;
+CLI verb that loads a model generates its loading flags from these fields (`deepfake_detector.settings`,
+through `deepfake_detector.cli.common.add_detector_arguments`), so a new option appears on every verb at once;
 the server and the Ray actors receive the config as it is and load their own detector from it.
 """
 
@@ -16,8 +16,9 @@ from deepfake_detector.errors import DetectorError
 from deepfake_detector.faces.crops import FaceChoice, FaceOverrides, build_face_mode
 from deepfake_detector.inference.engines import ENGINES, PRECISIONS
 from deepfake_detector.io.images import DEFAULT_MAX_PIXELS
-from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL
+from deepfake_detector.modeling.checkpoints import BUNDLED_MODELS, DEFAULT_MODEL, MODEL_ALIASES
 from deepfake_detector.scoring import Thresholds
+from deepfake_detector.settings import non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from deepfake_detector.faces.crops import FaceOptions
@@ -38,8 +39,10 @@ class DetectorConfig:
     model: str = field(
         default=DEFAULT_MODEL,
         metadata={
-            "help": "checkpoint folder, Hugging Face hub id, bundled model or alias; default: the model "
-            "shipped with the package"
+            "help": f"checkpoint folder, Hugging Face hub id, bundled model ({', '.join(BUNDLED_MODELS)}; "
+            "the default is the model shipped with the package), or alias ("
+            + ", ".join(f"{alias} = {hub_id}" for alias, hub_id in MODEL_ALIASES.items())
+            + ")"
         },
     )
     revision: str | None = field(default=None, metadata={"help": "hub branch, tag or commit to load"})
@@ -84,7 +87,10 @@ class DetectorConfig:
     )
     max_pixels: int = field(
         default=DEFAULT_MAX_PIXELS,
-        metadata={"help": "refuse images with more pixels than this (decompression-bomb guard)"},
+        metadata={
+            "help": "refuse images with more pixels than this (decompression-bomb guard)",
+            "type": positive_int,
+        },
     )
     allow_pickle: bool = field(
         default=False,
@@ -95,16 +101,17 @@ class DetectorConfig:
     workers: int | None = field(
         default=None,
         metadata={
+            "type": non_negative_int,
             "help": "threads that decode and preprocess ahead of the model (0: none; None: one per CPU, "
-            "at most 4)"
+            "at most 4)",
         },
     )
     provenance: bool = field(
         default=True,
         metadata={
-            "help": "read C2PA content credentials, generator metadata and the Stable Diffusion watermark "
-            "before the model (a valid C2PA AI declaration or a watermark match makes the verdict fake); "
-            "False: skip them"
+            "help": "the provenance stage: C2PA content credentials, generator metadata and the Stable "
+            "Diffusion watermark, read before the model (a valid C2PA AI declaration or a watermark match "
+            "makes the verdict fake; scores are the same either way)"
         },
     )
     c2pa_trust_anchors: str | None = field(

@@ -2,59 +2,36 @@
 
 Data flows one way: inputs are loaded (``io.images``), preprocessed by the checkpoint's own image
 processor, run through the model, and the logits become scores and verdicts (``scoring``).
+
+This class is the one door users open; each of its jobs lives in its own module, and it hands them its
+parts: loading a checkpoint (`deepfake_detector.inference.loading`), scoring images
+(``inference.image_scoring``), explaining (``inference.explaining``) and videos (``inference.video``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from itertools import groupby, islice
+from dataclasses import fields, replace
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
-from deepfake_detector.errors import DetectorError, ImageLoadError
-from deepfake_detector.faces.crops import (
-    FaceChoice,
-    FaceCrops,
-    FaceMode,
-    FaceOptions,
-    build_face_mode,
-    cut_faces,
-)
+from deepfake_detector.faces.crops import FaceChoice, FaceMode, FaceOptions, build_face_mode
 from deepfake_detector.inference.config import DetectorConfig
-from deepfake_detector.inference.engines import (
-    EngineChoice,
-    TorchEngine,
-    build_engine,
-    default_workers,
-    detect_cpu_features,
-    load_export_info,
-    resolve_engine,
-)
-from deepfake_detector.inference.faces import iter_crop_outputs
-from deepfake_detector.inference.prefetch import map_ordered
+from deepfake_detector.inference.engines import EngineChoice, TorchEngine, default_workers
+from deepfake_detector.inference.explaining import Explainer, iter_explanations
+from deepfake_detector.inference.image_scoring import InputLoader, iter_face_logits, iter_image_logits
+from deepfake_detector.inference.loading import ModelInfo, build_model_info, load_detector_parts
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.inference.scorer import InputLogits, Scorer
-from deepfake_detector.io.images import (
-    DEFAULT_MAX_PIXELS,
-    DecodedImage,
-    ImageInput,
-    describe_source,
-    try_decode_image,
-)
+from deepfake_detector.io.images import DEFAULT_MAX_PIXELS, DecodedImage, ImageInput
 from deepfake_detector.io.inputs import InputProblem, is_video_path
-from deepfake_detector.modeling.checkpoints import (
-    DEFAULT_MODEL,
-    load_config_and_processor,
-    load_model_and_processor,
-    resolve_checkpoint,
-)
-from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
-from deepfake_detector.provenance import Finding, ProvenanceOptions, ProvenanceRecord
-from deepfake_detector.provenance.records import clip_text
+from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL
+from deepfake_detector.modeling.labels import LabelRoles
+from deepfake_detector.provenance import ProvenanceOptions
 from deepfake_detector.results import Explanation, Prediction, VideoPrediction
 from deepfake_detector.scoring import Calibration, ModelOutputs, Thresholds
 from deepfake_detector.stored_settings import StoredSettings
@@ -62,65 +39,9 @@ from deepfake_detector.stored_settings import StoredSettings
 if TYPE_CHECKING:
     from deepfake_detector.video.decode import FrameSampling
 
+__all__ = ["DEFAULT_BATCH_SIZE", "Detector", "ModelInfo"]
+
 DEFAULT_BATCH_SIZE = 8
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a loaded checkpoint is: labels, roles, preprocessing and size."""
-
-    model: str
-    revision: str | None
-    architecture: str
-    id2label: dict[int, str]
-    roles: dict[str, list[str]]
-    thresholds: dict[str, float]
-    temperature: float = 1.0
-    preprocessing: dict = field(default_factory=dict)
-    num_parameters: int = 0
-    device: str = "cpu"
-    engine: str = "torch"
-    precision: str = "fp32"
-    faces: dict | None = None
-    # Models with domains: the domains (face first) and each one's thresholds, which decide verdicts
-    # in that domain instead of ``thresholds``.
-    domains: list[str] | None = None
-    domain_thresholds: dict[str, dict[str, float]] | None = None
-    # Video clips: the model's video thresholds (`Calibration.video_thresholds`) and each domain's own,
-    # which decide a clip's verdict instead of the image ones; None when it stores none (or a caller's
-    # threshold replaced them).
-    video_thresholds: dict[str, float] | None = None
-    video_domain_thresholds: dict[str, dict[str, float]] | None = None
-
-    def to_dict(self) -> dict:
-        # Every field, in declaration order; JSON keys are strings, so the label ids become strings.
-        return {**asdict(self), "id2label": {str(k): v for k, v in self.id2label.items()}}
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _describe_processor(processor) -> dict:
-    settings = processor.to_dict()
-    keys = (
-        "image_processor_type",
-        "size",
-        "crop_size",
-        "do_resize",
-        "do_center_crop",
-        "resample",
-        "do_rescale",
-        "rescale_factor",
-        "do_normalize",
-        "image_mean",
-        "image_std",
-    )
-    return {key: settings[key] for key in keys if settings.get(key) is not None}
 
 
 class Detector:
@@ -169,7 +90,8 @@ class Detector:
         self.calibration = calibration or self.settings.calibration
         self.device = device
         self.max_pixels = max_pixels
-        self._explainer_model = None  # a float32 copy (eager attention for a ViT), made by explain()
+        # Explaining runs on a float32 copy of the model (eager attention for a ViT), made by explain().
+        self._explainer = Explainer(self.model, processor, roles)
         # Face mode when a call leaves ``faces`` out, and the face settings whenever a call turns it on:
         # the checkpoint's stored settings under the ``faces`` that `from_pretrained` was given.
         self.face_mode = face_mode or build_face_mode(None, self.settings.faces)
@@ -243,57 +165,25 @@ class Detector:
             EngineError: ``precision`` or ``engine`` is unknown or can't run this checkpoint here.
             ProvenanceError: ``c2pa_trust_anchors`` can't be read as PEM certificates.
         """
-        provenance_options = (
-            ProvenanceOptions(None if c2pa_trust_anchors is None else os.fspath(c2pa_trust_anchors))
-            if provenance
-            else None
-        )
-        checkpoint = resolve_checkpoint(
+        parts = load_detector_parts(
             name_or_path,
             revision=revision,
+            device=device,
+            thresholds=thresholds,
             allow_pickle=allow_pickle,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
+            precision=precision,
+            engine=engine,
+            jpeg_draft=jpeg_draft,
+            faces=faces,
+            provenance=provenance,
+            c2pa_trust_anchors=c2pa_trust_anchors,
+            **model_kwargs,
         )
-        device = _resolve_device(device)
-        export_info = load_export_info(checkpoint.folder)
-        choice = resolve_engine(
-            engine,
-            precision,
-            onnx_precision=export_info["precision"] if export_info else None,
-            device=device,
-            cpu=detect_cpu_features(),
-        )
-        if choice.engine == "onnx":
-            model = None
-            config, processor = load_config_and_processor(checkpoint)
-        else:
-            model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)
-            config = model.config
-        roles = resolve_label_roles(config.id2label)
-        settings = StoredSettings.from_config(config, name=checkpoint.name)
-        calibration = settings.calibration
-        if thresholds is not None:
-            calibration = calibration.with_thresholds(thresholds)
-        detector = cls(
-            model,
-            processor,
-            roles,
-            model_id=checkpoint.name,
-            revision=checkpoint.revision or revision,
-            calibration=calibration,
-            device=device,
-            max_pixels=max_pixels,
-            engine=build_engine(choice, model=model, folder=checkpoint.folder, device=device),
-            config=config,
-            jpeg_draft=not choice.exact if jpeg_draft is None else jpeg_draft,
-            workers=workers,
-            face_mode=build_face_mode(faces, settings.faces),
-            provenance=provenance_options,
-            settings=settings,
-        )
-        detector.engine_choice = choice
-        detector._export_info = export_info
+        detector = cls(**parts.init_kwargs(), max_pixels=max_pixels, workers=workers)
+        detector.engine_choice = parts.engine_choice
+        detector._export_info = parts.export_info
         return detector
 
     @classmethod
@@ -320,39 +210,19 @@ class Detector:
 
     def info(self) -> ModelInfo:
         """Labels, role mapping, input preprocessing and parameter count of the loaded checkpoint."""
-        video = self.calibration.video_thresholds
-        return ModelInfo(
-            model=self.model_id,
+        return build_model_info(
+            model_id=self.model_id,
             revision=self.revision,
-            architecture=(
-                type(self.model).__name__
-                if self.model is not None
-                else f"{(self.config.architectures or ['unknown'])[0]} (ONNX export)"
-            ),
-            id2label=dict(self.roles.id2label),
-            roles=self.roles.to_dict(),
-            thresholds=self.thresholds.to_dict(),
-            temperature=self.calibration.temperature,
-            preprocessing=_describe_processor(self.processor),
-            num_parameters=(
-                sum(p.numel() for p in self.model.parameters())
-                if self.model is not None
-                else int((self._export_info or {}).get("num_parameters", 0))
-            ),
+            model=self.model,
+            config=self.config,
+            processor=self.processor,
+            roles=self.roles,
+            calibration=self.calibration,
+            engine=self.engine,
             device=self.device,
-            engine=self.engine.name,
-            precision=self.engine.precision,
-            faces=None if self.face_options is None else self.face_options.to_config(),
-            domains=list(self.domains) if self.domains else None,
-            domain_thresholds={
-                name: thresholds.to_dict() for name, thresholds in self.calibration.domain_thresholds.items()
-            }
-            or None,
-            video_thresholds=None if video is None else video.to_dict(),
-            video_domain_thresholds={
-                name: rule.to_dict() for name, rule in self.calibration.video_domain_thresholds.items()
-            }
-            or None,
+            face_options=self.face_options,
+            domains=self.domains,
+            export_info=self._export_info,
         )
 
     def describe_scoring(self) -> dict:
@@ -375,6 +245,11 @@ class Detector:
             revision=self.revision,
             domains=self.domains,
         )
+
+    @property
+    def input_loader(self) -> InputLoader:
+        """How this detector reads an input: decoded under ``max_pixels``, then the provenance stage."""
+        return InputLoader(self.max_pixels, self.provenance)
 
     @property
     def domains(self) -> tuple[str, ...] | None:
@@ -485,40 +360,24 @@ class Detector:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if options is not None:
-            yield from self._iter_face_logits(images, options, batch_size=batch_size)
+            yield from iter_face_logits(
+                images,
+                options,
+                load=self.input_loader,
+                compute_outputs=self.compute_outputs,
+                draft_size=self.draft_size_for(faces=True),
+                batch_size=batch_size,
+            )
             return
-        workers = self.workers if workers is None else workers
-        prepared = map_ordered(self._prepare, enumerate(images), workers=workers, window=2 * batch_size)
-        while batch := list(islice(prepared, batch_size)):
-            yield from self._logits_batch(batch)
-
-    def _iter_face_logits(self, images, options: FaceOptions, *, batch_size: int) -> Iterator[InputLogits]:
-        face_detector = options.build_detector()  # before any input: a missing backend is a usage error
-
-        def prepared() -> Iterator[tuple[tuple, FaceCrops | Exception]]:
-            for index, item in enumerate(images):
-                source, image, record = self._load(index, item, draft_size=self.draft_size_for(faces=True))
-                if isinstance(image, Exception):
-                    yield (source, record), image
-                    continue
-                try:
-                    yield (source, record), cut_faces(face_detector, image, options)
-                except (RuntimeError, ValueError, DetectorError) as error:
-                    yield (source, record), DetectorError(f"{source}: face detection failed: {error}")
-
-        scored = iter_crop_outputs(self.compute_outputs, prepared(), batch_size=batch_size)
-        for (source, record), crops, outputs in scored:
-            if isinstance(crops, Exception):
-                yield InputLogits(source, None, error=str(crops), provenance=record)
-            else:
-                yield InputLogits(
-                    source,
-                    outputs.logits,
-                    crops.boxes,
-                    crops.crop_boxes,
-                    provenance=record,
-                    domain_logits=outputs.domain_logits,
-                )
+        yield from iter_image_logits(
+            images,
+            load=self.input_loader,
+            preprocessor=self.preprocessor,
+            engine=self.engine,
+            draft_size=self.draft_size_for(faces=False),
+            batch_size=batch_size,
+            workers=self.workers if workers is None else workers,
+        )
 
     def explain(
         self,
@@ -560,79 +419,19 @@ class Detector:
         faces: FaceChoice = None,
     ) -> Iterator[Explanation]:
         """Like `explain`, but lazy: one input at a time, in order."""
-        from deepfake_detector.explain.heatmaps import check_explainable
-        from deepfake_detector.inference.faces import explain_faces
-
-        # Before any input, as it is about the model; from here on the method is concrete, never "auto".
-        method = check_explainable(self.model, self.processor, method)
-        options = self.resolve_faces(faces)
-        face_detector = options.build_detector() if options else None  # a missing backend: usage error
-        scorer = self.scorer
-        for index, item in enumerate(images):
-            # The provenance stage runs as for predict, so that both give a file the same verdict.
-            source, image, record = self._load(index, item)
-            if isinstance(image, Exception):
-                yield self._explain_error(source, method, image)
-                continue
-            try:
-                if options:
-                    yield explain_faces(
-                        scorer,
-                        lambda crop: self.compute_token_map(crop, method),
-                        source,
-                        image,
-                        method,
-                        options,
-                        face_detector,
-                        record,
-                    )
-                else:
-                    yield self._explain_image(source, image, method, record)
-            except (RuntimeError, ValueError) as error:
-                yield self._explain_error(source, method, DetectorError(f"model failed: {error}"))
+        yield from iter_explanations(
+            images,
+            method=method,
+            options=self.resolve_faces(faces),
+            explainer=self._explainer,
+            scorer=self.scorer,
+            load=self.input_loader,
+        )
 
     def compute_token_map(self, image, method: str) -> np.ndarray:
         """The heatmap of one loaded RGB image at the model's resolution (a ViT's patch grid, a conv
         model's last feature map), (rows, cols) in [0, 1]."""
-        from deepfake_detector.explain.heatmaps import build_explainer_model, compute_token_map
-
-        if self._explainer_model is None:
-            self._explainer_model = build_explainer_model(self.model)
-        return compute_token_map(
-            self._explainer_model, self.processor, image, method=method, roles=self.roles
-        )  # (rows, cols)
-
-    def _explain_image(
-        self, source: str | int, image, method: str, provenance: ProvenanceRecord | None
-    ) -> Explanation:
-        from deepfake_detector.explain.heatmaps import compute_image_heatmap
-
-        # The score and verdict predict() gives: the scoring model's outputs, decided by the scorer.
-        outputs = self.compute_outputs([image])  # (1, C)
-        scored = InputLogits(
-            source, outputs.logits, provenance=provenance, domain_logits=outputs.domain_logits
-        )
-        prediction = self.scorer.predict(scored, FaceAggregation())
-        token_map = self.compute_token_map(image, method)  # (rows, cols)
-        return Explanation(
-            source=source,
-            method=method,
-            heatmap=compute_image_heatmap(token_map, image.size),  # (H, W)
-            token_map=token_map,
-            label=prediction.label,
-            fake_score=prediction.fake_score,
-            verdict=prediction.verdict,
-            model=self.model_id,
-            revision=self.revision,
-            domain=prediction.domain,
-            threshold=prediction.threshold,
-            uncertain_from=prediction.uncertain_from,
-            threshold_from=prediction.threshold_from,
-            decided_by=prediction.decided_by,
-        )
-
-    def _explain_error(self, source: str | int, method: str, error: Exception) -> Explanation:
-        return Explanation.failed(source, method, error, model=self.model_id, revision=self.revision)
+        return self._explainer.compute_token_map(image, method)  # (rows, cols)
 
     def predict_video(
         self,
@@ -705,64 +504,6 @@ class Detector:
                     )
             else:
                 yield from self.iter_predict(run, batch_size=batch_size, faces=options or False)
-
-    def _load(
-        self, index: int, item, *, draft_size: tuple[int, int] | None = None, provenance: bool = True
-    ) -> tuple[str | int, object, ProvenanceRecord | None]:
-        """One input decoded: (source, RGB image or the error, what the provenance stage found)."""
-        if isinstance(item, InputProblem):
-            return item.source, ImageLoadError(item.error), None
-        source = describe_source(item, index)
-        name = str(source) if isinstance(source, str) else f"input {index}"
-        decoded = try_decode_image(item, name=name, max_pixels=self.max_pixels, draft_size=draft_size)
-        if isinstance(decoded, Exception):
-            return source, decoded, None
-        record = None
-        if provenance and self.provenance is not None:
-            try:
-                record = self.provenance.inspect_image(decoded)
-            except Exception as error:  # the checks' own guards failed: keep the row, say so
-                problem = Finding(
-                    "provenance", "provenance_error", clip_text(f"{type(error).__name__}: {error}")
-                )
-                record = ProvenanceRecord((problem,))
-        return source, decoded.rgb, record
-
-    def _prepare(
-        self, indexed: tuple[int, object]
-    ) -> tuple[str | int, np.ndarray | Exception, ProvenanceRecord | None]:
-        """Reads and preprocesses one input, in a worker thread; a failure becomes its row's error."""
-        index, item = indexed
-        source, image, record = self._load(index, item, draft_size=self.draft_size_for(faces=False))
-        if isinstance(image, Exception):
-            return source, image, record
-        try:
-            return source, self.preprocessor(image), record  # (3, H, W)
-        except Exception as error:  # an odd image must fail alone, not take its batch with it
-            problem = ImageLoadError(f"{source}: cannot preprocess ({type(error).__name__}: {error})")
-            return source, problem, record
-
-    def _logits_batch(self, loaded: list[tuple]) -> list[InputLogits]:
-        good = [pixels for _, pixels, _ in loaded if not isinstance(pixels, Exception)]
-        failure = None
-        if good:
-            try:
-                outputs = self.engine.compute_outputs(np.stack(good))  # B rows
-            except (RuntimeError, ValueError, DetectorError) as error:
-                failure = DetectorError(f"model failed: {error}")
-        results = []
-        position = 0
-        for source, pixels, record in loaded:
-            if isinstance(pixels, Exception) or failure is not None:
-                error = pixels if isinstance(pixels, Exception) else failure
-                results.append(InputLogits(source, None, error=str(error), provenance=record))
-            else:
-                row = outputs.rows(position, position + 1)  # (1, C) and (1, domains)
-                results.append(
-                    InputLogits(source, row.logits, provenance=record, domain_logits=row.domain_logits)
-                )
-                position += 1
-        return results
 
 
 def _is_single(images) -> bool:

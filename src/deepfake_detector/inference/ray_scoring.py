@@ -49,6 +49,7 @@ from deepfake_detector.io.inputs import InputProblem, ScanStats, expand_inputs, 
 from deepfake_detector.io.shards import SHARD_FORMATS, ShardWriter, encode_rows, open_shard_folder
 from deepfake_detector.optional import require
 from deepfake_detector.results import Prediction, VideoPrediction
+from deepfake_detector.settings import at_least, non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
     from deepfake_detector.aggregation import FrameAggregation
@@ -59,30 +60,57 @@ class RayScoringError(DetectorError):
     """A Ray scoring job can't start (bad setting, no cluster) or failed; the message says what to do."""
 
 
+# One flag sets both of Ray's retry counts.
+_RETRIES_FLAG = {"flag": "--ray-retries", "type": at_least(-1), "metavar": "N"}
+
+
 @dataclass(frozen=True)
 class RayScoringConfig:
-    """Where and how a Ray scoring job runs, and how its output is cut into shards."""
+    """Where and how a Ray scoring job runs, and how its output is cut into shards.
+
+    ``predict --ray`` makes its Ray flags from these fields (`deepfake_detector.settings`); ``batch_size``,
+    ``format`` and ``verbose`` come from its own ``--batch-size``, ``--format`` and ``--quiet``.
+    """
 
     address: str | None = field(
         default=None,
         metadata={
-            "help": "Ray cluster to join when Ray is not initialised yet: None joins the one `ray start` "
-            "started on this machine (or RAY_ADDRESS), else starts a local one; 'auto', 'HOST:6379' or "
-            "'ray://HOST:10001' name one"
+            "help": "the Ray cluster to join when Ray is not initialised yet: none given, the one "
+            "`ray start` started on this machine (or RAY_ADDRESS), else a local one started for the job; "
+            "or the one at HOST:6379 (auto, ray://HOST:10001)",
+            "flag": "--ray",
+            "nargs": "?",
+            "const": "",  # --ray without an address: the flag given, the address left to Ray
+            "metavar": "ADDRESS",
         },
     )
     num_actors: int | None = field(
         default=None,
         metadata={
-            "help": "actors, each holding one detector; None: as many as the cluster's CPUs (GPUs with "
-            "num_gpus_per_actor) allow, at most one per batch"
+            "help": "actors, each holding one detector (default: as many as the cluster's CPUs, or its GPUs "
+            "when actors reserve GPUs, allow, at most one per batch)",
+            "flag": "--ray-actors",
+            "type": positive_int,
+            "metavar": "N",
         },
     )
     num_cpus_per_actor: float = field(
-        default=1.0, metadata={"help": "CPUs Ray reserves per actor (also its PyTorch thread count)"}
+        default=1.0,
+        metadata={
+            "help": "CPUs Ray reserves per actor (also its PyTorch thread count)",
+            "flag": "--ray-cpus-per-actor",
+            "type": positive_float,
+            "metavar": "CPUS",
+        },
     )
     num_gpus_per_actor: float = field(
-        default=0.0, metadata={"help": "GPUs Ray reserves per actor (0: score on CPUs; 0.5: two per GPU)"}
+        default=0.0,
+        metadata={
+            "help": "GPUs Ray reserves per actor (0: score on CPUs; 0.5: two per GPU)",
+            "flag": "--ray-gpus-per-actor",
+            "type": non_negative_float,
+            "metavar": "GPUS",
+        },
     )
     batch_size: int = field(
         default=8,
@@ -93,16 +121,25 @@ class RayScoringConfig:
     )
     rows_per_shard: int = field(
         default=1024,
-        metadata={"help": "rows per output shard; a killed driver loses at most the rows not yet written"},
+        metadata={
+            "help": "rows per output shard; a killed driver loses at most the rows not yet written",
+            "type": positive_int,
+            "metavar": "N",
+        },
     )
     format: str = field(default="parquet", metadata={"help": f"shard format: {' or '.join(SHARD_FORMATS)}"})
     # Bounded rather than Ray Data's default of forever: a file that crashes the decoder's process
     # (not a Python error, which becomes an error row) would otherwise kill actor after actor.
     max_restarts: int = field(
-        default=3, metadata={"help": "times Ray restarts an actor that died (-1: without limit)"}
+        default=3,
+        metadata={"help": "times Ray restarts an actor that died (-1: without limit)", **_RETRIES_FLAG},
     )
     max_task_retries: int = field(
-        default=3, metadata={"help": "times Ray retries a batch whose actor died (-1: without limit)"}
+        default=3,
+        metadata={
+            "help": "times Ray retries the batch of an actor that died (-1: without limit)",
+            **_RETRIES_FLAG,
+        },
     )
     verbose: bool = field(
         default=True, metadata={"help": "Ray's progress bars and INFO logs on stderr (False: warnings only)"}

@@ -219,3 +219,28 @@ def load_config_and_processor(checkpoint: ResolvedCheckpoint):
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{checkpoint.name!r}: cannot load the checkpoint ({error})") from error
     return config, processor
+
+
+def find_local_config(model: str | None, revision: str | None = None) -> Path | None:
+    """Where a checkpoint's ``config.json`` is on this machine, without downloading or assembling
+    anything: a folder's own, a bundled model's (its settings are in it), or a hub id's cached copy
+    (``revision``: the snapshot's commit). None when it is not here.
+    """
+    if not model:
+        return None
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        config = folder / "config.json"
+        return config if config.is_file() else None
+    if model in BUNDLED_MODELS:
+        try:
+            return bundled_model_folder(model) / "config.json"
+        except CheckpointError:
+            return None
+    try:  # a hub id: its cached copy, if any (the rows' revision is the snapshot's commit)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(MODEL_ALIASES.get(model, model), "config.json", revision=revision)
+    except Exception:  # not a valid repo id, or no cache: nothing to read
+        return None
+    return Path(cached) if isinstance(cached, str) else None

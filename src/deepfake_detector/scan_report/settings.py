@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from deepfake_detector.scoring import Calibration, Thresholds, compute_verdict
 
@@ -145,39 +144,16 @@ def load_stored_calibration(model: str | None, revision: str | None = None) -> C
     by the reader `Detector.from_pretrained` uses (`load_settings`) but without loading weights or
     touching the network; None when the config is not on this machine or can't be read."""
     from deepfake_detector.errors import CheckpointError
+    from deepfake_detector.modeling.checkpoints import find_local_config
     from deepfake_detector.stored_settings import load_settings
 
-    config = _find_config(model, revision)
+    config = find_local_config(model, revision)
     if config is None:
         return None
     try:
         return load_settings(config.parent).calibration
     except CheckpointError:
         return None
-
-
-def _find_config(model: str | None, revision: str | None) -> Path | None:
-    from deepfake_detector.errors import CheckpointError
-    from deepfake_detector.modeling.checkpoints import BUNDLED_MODELS, MODEL_ALIASES, bundled_model_folder
-
-    if not model:
-        return None
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        config = folder / "config.json"
-        return config if config.is_file() else None
-    if model in BUNDLED_MODELS:
-        try:
-            return bundled_model_folder(model) / "config.json"
-        except CheckpointError:
-            return None
-    try:  # a hub id: its cached copy, if any (the rows' revision is the snapshot's commit)
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(MODEL_ALIASES.get(model, model), "config.json", revision=revision)
-    except Exception:  # not a valid repo id, or no cache: nothing to read
-        return None
-    return Path(cached) if isinstance(cached, str) else None
 
 
 def _count_disagreeing(rows: list[dict], settings: RunSettings) -> int:

@@ -1,4 +1,5 @@
-"""The server's limits and batching settings, validated once, with the help text the CLI shows."""
+"""The server's limits and batching settings, validated once, with the help text the CLI shows (its flags
+are made from these fields by `deepfake_detector.settings`)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,11 @@ class ServeConfig:
     api_key: str | None = field(
         default=None,
         repr=False,  # never in logs or tracebacks
-        metadata={"help": f"require this key in the X-API-Key header of /v1 requests (or set {API_KEY_ENV})"},
+        metadata={
+            "help": f"require this key in the X-API-Key header of /v1 requests (or set {API_KEY_ENV}); "
+            "default: no key",
+            "metavar": "KEY",
+        },
     )
 
     def __post_init__(self) -> None:

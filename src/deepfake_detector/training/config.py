@@ -1,9 +1,10 @@
 """Typed training configuration: data, model, augmentation, and the run itself.
 
 The optimisation settings are not re-declared here: the ``training`` section is passed to the
-transformers `TrainingArguments`, which validates it. A YAML file gives the sections, ``key.sub=value``
-overrides from the command line are applied on top, and the resolved result is written into the run's
-output folder.
+transformers `TrainingArguments`, which validates it. A YAML (or JSON) file gives the sections, the flags
+that fields name (``--data``, ``--faces``) and ``key.sub=value`` overrides from the command line are
+applied on top (`deepfake_detector.settings`), and the resolved result is written into the run's output
+folder.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from deepfake_detector.errors import DetectorError
 from deepfake_detector.faces.backends import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
 from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO
 from deepfake_detector.modeling.labels import resolve_label_roles
+from deepfake_detector.settings import load_config
 
 CLASS_BALANCE_MODES = ("loss", "sampler", "none")
 
@@ -76,14 +77,17 @@ class DataConfig:
     data: str | None = field(
         default=None,
         metadata={
-            "help": "image folder (one sub-folder per class), CSV manifest, or `datasets` name or local file"
+            "help": "image folder (one sub-folder per class), CSV manifest, or `datasets` name or local file",
+            "flag": "--data",
         },
     )
     path_column: str = field(
-        default="path", metadata={"help": "column with the image path (CSV) or image (`datasets`)"}
+        default="path",
+        metadata={"help": "column with the image path (CSV) or image (`datasets`)", "flag": "--path-column"},
     )
     label_column: str = field(
-        default="label", metadata={"help": "column with the class name (real/fake and synonyms)"}
+        default="label",
+        metadata={"help": "column with the class name (real/fake and synonyms)", "flag": "--label-column"},
     )
     train_split: str = field(default="train", metadata={"help": "split to train on"})
     eval_split: str | None = field(
@@ -270,7 +274,13 @@ class FaceCropConfig:
     """
 
     enabled: bool = field(
-        default=False, metadata={"help": "crop every training and validation image to its largest face"}
+        default=False,
+        metadata={
+            "help": "crop every training and validation image to its largest face, as `predict --faces` "
+            "crops (detector and margin: faces.detector, faces.margin_ratio); the trained model then "
+            "predicts in face mode by default",
+            "flag": "--faces",
+        },
     )
     detector: str = field(
         default=DEFAULT_FACE_DETECTOR,
@@ -308,7 +318,13 @@ class TrainConfig:
     """One training run: what to train on, what to train, how, and where the result goes."""
 
     output_dir: str | None = field(
-        default=None, metadata={"help": "folder for the trained model, logs and checkpoints"}
+        default=None,
+        metadata={
+            "help": "folder for the trained model, logs and checkpoints",
+            "flag": "--output-dir",
+            "aliases": ["-o"],
+            "metavar": "FOLDER",
+        },
     )
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "the labelled data"})
     model: ModelConfig | None = field(default=None, metadata={"help": "the network (required)"})
@@ -317,7 +333,10 @@ class TrainConfig:
     )
     faces: FaceCropConfig = field(
         default_factory=FaceCropConfig,
-        metadata={"help": "train on face crops (off by default); `faces: true` turns it on with defaults"},
+        metadata={
+            "help": "train on face crops (off by default); `faces: true` turns it on with defaults",
+            "shorthand": "enabled",
+        },
     )
     pseudo_fakes: PseudoFakeConfig = field(
         default_factory=PseudoFakeConfig,
@@ -334,7 +353,12 @@ class TrainConfig:
     resume_from_checkpoint: bool | str | None = field(
         default=None,
         metadata={
-            "help": "true: continue from the last checkpoint in OUTPUT/checkpoints; or a checkpoint folder"
+            "help": "true (the flag alone): continue from the last checkpoint in OUTPUT/checkpoints; or the "
+            "CHECKPOINT folder given",
+            "flag": "--resume",
+            "nargs": "?",
+            "const": True,
+            "metavar": "CHECKPOINT",
         },
     )
     max_train_minutes: float | None = field(
@@ -367,33 +391,6 @@ class TrainConfig:
             if key in self.training:
                 raise ConfigError(f"training.{key} is set by the trainer; set the top-level {instead}")
 
-    @classmethod
-    def from_dict(cls, values: Mapping) -> TrainConfig:
-        """Builds a config from nested plain values (as read from YAML), rejecting unknown keys."""
-        values = dict(values)
-        _reject_unknown(values, cls, "")
-        if isinstance(values.get("faces"), bool):  # `faces: true` is short for `faces: {enabled: true}`
-            values["faces"] = {"enabled": values["faces"]}
-        sections = {
-            "data": DataConfig,
-            "model": ModelConfig,
-            "augmentation": AugmentationConfig,
-            "faces": FaceCropConfig,
-            "pseudo_fakes": PseudoFakeConfig,
-        }
-        for name, section in sections.items():
-            given = values.get(name) or {}
-            if not isinstance(given, Mapping):
-                raise ConfigError(f"{name} must be a mapping of settings, got {given!r}")
-            _reject_unknown(given, section, f"{name}.")
-            if name == "model" and not given:
-                continue  # __post_init__ says what is missing
-            values[name] = section(**given)
-        if not isinstance(values.get("training") or {}, Mapping):
-            raise ConfigError("training must be a mapping of TrainingArguments settings")
-        values["training"] = dict(values.get("training") or {})
-        return cls(**values)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -402,87 +399,22 @@ class TrainConfig:
         return {**DEFAULT_TRAINING_ARGUMENTS, **self.training}
 
 
-def _reject_unknown(values: Mapping, cls: type, prefix: str) -> None:
-    known = [item.name for item in fields(cls)]
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"unknown config key {prefix}{key!r}; known keys: {', '.join(known)}")
-
-
-def load_train_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Reads a YAML training config and applies ``key.sub=value`` overrides on top.
+def load_train_config(
+    path: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    flags: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Reads a YAML (or JSON) training config and applies flags, then ``key.sub=value`` overrides, on top.
 
     Args:
-        path: The YAML file; None starts from the defaults.
+        path: The file (``.json``: JSON, else YAML 1.2); None starts from the defaults.
         overrides: Items like ``training.learning_rate=1e-4`` or ``data.data=faces/manifest.csv``;
             values are parsed as YAML (numbers, booleans, lists, null).
+        flags: Keys like ``data.path_column`` with their values, as the command's flags give them
+            (`deepfake_detector.settings.file_flag_values`), applied before ``overrides``.
 
     Raises:
         ConfigError: The file can't be read or parsed, an override is malformed, or a value is invalid.
     """
-    from deepfake_detector.optional import require
-
-    yaml = require("yaml", "train")
-    loader = _yaml_12_loader(yaml)
-    values: dict = {}
-    if path is not None:
-        try:
-            values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=loader) or {}
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the config ({error.strerror or error})") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"{path}: the config must be a mapping of sections, got {type(values).__name__}"
-            )
-    for item in overrides:
-        key, separator, text = item.partition("=")
-        if not separator or not key.strip():
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        try:
-            value = yaml.load(text, Loader=loader)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({error})") from None
-        _set_nested(values, key.strip().split("."), value)
-    try:
-        return TrainConfig.from_dict(values)
-    except TypeError as error:  # e.g. a section given a list where a number belongs
-        raise ConfigError(f"{path or 'config'}: {error}") from None
-
-
-def _yaml_12_loader(yaml):
-    """PyYAML's safe loader with YAML 1.2 booleans and floats.
-
-    YAML 1.1 reads yes/no/on/off as booleans, so ``eval_strategy: no`` would reach TrainingArguments as
-    False, and it reads ``1e-4`` (no dot) as a string; YAML 1.2 keeps "no" a string and 1e-4 a number.
-    """
-    import re
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    bool_tag, float_tag = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-    Loader.yaml_implicit_resolvers = {
-        first: [(tag, regex) for tag, regex in resolvers if tag not in (bool_tag, float_tag)]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    booleans = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-    Loader.add_implicit_resolver(bool_tag, booleans, list("tTfF"))
-    number = r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-    special = r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
-    # Integers keep their own resolver, registered first, so "3" stays an int.
-    Loader.add_implicit_resolver(float_tag, re.compile(f"^(?:{number}|{special})$"), list("-+0123456789."))
-    return Loader
-
-
-def _set_nested(values: dict, keys: list[str], value: Any) -> None:
-    node = values
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {'.'.join(keys)}: {key!r} is not a section")
-        node = child
-    node[keys[-1]] = value
+    return load_config(TrainConfig, path, flags=flags, assignments=overrides, error=ConfigError)

@@ -57,12 +57,14 @@ PSEUDO_FAKE_GROUP = "pseudo_fake/sbi"
 
 @dataclass
 class HeadTrainingConfig:
-    """One head-training run; every field has a default, a YAML file overrides them."""
+    """One head-training run; every field has a default, a YAML or JSON file overrides them
+    (`deepfake_detector.settings.load_config`), and ``--output-dir`` and ``--manifests`` override that."""
 
     manifests: list[str] = field(
         default_factory=lambda: [FACES_MANIFEST],
         metadata={
-            "help": "manifests (path,label,source,split[,group]); each is a dataset named by its folder"
+            "help": "manifests (path,label,source,split[,group]); each is a dataset named by its folder",
+            "flag": "--manifests",
         },
     )
     face_datasets: list[str] = field(
@@ -70,7 +72,12 @@ class HeadTrainingConfig:
         metadata={"help": "datasets whose every image is a face crop (the rest: dlib decides the domain)"},
     )
     output_dir: str = field(
-        default="runs/clip-b16-v2", metadata={"help": "where the bundle, model and reports go"}
+        default="runs/clip-b16-v2",
+        metadata={
+            "help": "where the bundle, model and reports go",
+            "flag": "--output-dir",
+            "aliases": ["-o"],
+        },
     )
     feature_cache: str = field(default="runs/features", metadata={"help": "cached features (resumable)"})
     backbone: str | None = field(
@@ -390,22 +397,26 @@ def summarise_scores(
     scores: np.ndarray, labels: np.ndarray, sources: Sequence[str], threshold: float | np.ndarray
 ) -> dict:
     """Per-source ROC-AUC (mixed sources), false-positive rate (real images) and detection rate (fakes);
-    ``threshold`` one number or one per image (its domain's)."""
-    from sklearn.metrics import roc_auc_score
+    ``threshold`` one number or one per image (its domain's). The metrics are evaluate's own."""
+    from deepfake_detector.evaluation.metrics import (
+        compute_false_negative_rate,
+        compute_false_positive_rate,
+        compute_roc_auc,
+    )
 
     summary: dict[str, dict] = {}
     sources = np.asarray(sources)
-    called_fake = scores >= threshold
+    thresholds = np.broadcast_to(threshold, np.shape(scores))  # (N,) each image's own
     for source in ["all", *sorted(set(sources))]:
         chosen = np.ones(len(labels), bool) if source == "all" else sources == source
-        y, s = labels[chosen], scores[chosen]
+        y, s, at = labels[chosen], scores[chosen], thresholds[chosen]
         entry: dict = {"images": int(chosen.sum())}
         if len(set(y)) == 2:
-            entry["roc_auc"] = float(roc_auc_score(y, s))
+            entry["roc_auc"] = compute_roc_auc(y, s, positive=1)
         if (y == 0).any():
-            entry["false_positive_rate"] = float(np.mean(called_fake[chosen][y == 0]))
+            entry["false_positive_rate"] = compute_false_positive_rate(y, s, positive=1, threshold=at)
         if (y == 1).any():
-            entry["detection_rate"] = float(np.mean(called_fake[chosen][y == 1]))
+            entry["detection_rate"] = 1.0 - compute_false_negative_rate(y, s, positive=1, threshold=at)
         summary[source] = entry
     return summary
 

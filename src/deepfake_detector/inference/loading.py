@@ -1,0 +1,278 @@
+"""Loading: a checkpoint's name in, the parts a `Detector` is built from out, and what they describe.
+
+`load_detector_parts` resolves everything `Detector.from_pretrained` is asked once: the checkpoint, the
+device, the engine and precision, the stored settings with the caller's overrides on top, the face
+mode and the provenance stage. `build_model_info` describes a loaded detector (`ModelInfo`, what
+``Detector.info`` and the server's ``/info`` report).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
+
+from deepfake_detector.faces.crops import FaceChoice, FaceMode, build_face_mode
+from deepfake_detector.inference.engines import (
+    EngineChoice,
+    build_engine,
+    detect_cpu_features,
+    load_export_info,
+    resolve_engine,
+)
+from deepfake_detector.modeling.checkpoints import (
+    load_config_and_processor,
+    load_model_and_processor,
+    resolve_checkpoint,
+)
+from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
+from deepfake_detector.provenance import ProvenanceOptions
+from deepfake_detector.stored_settings import StoredSettings
+
+if TYPE_CHECKING:
+    from deepfake_detector.faces.crops import FaceOptions
+    from deepfake_detector.inference.engines import Engine
+    from deepfake_detector.scoring import Calibration, Thresholds
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded checkpoint is: labels, roles, preprocessing and size."""
+
+    model: str
+    revision: str | None
+    architecture: str
+    id2label: dict[int, str]
+    roles: dict[str, list[str]]
+    thresholds: dict[str, float]
+    temperature: float = 1.0
+    preprocessing: dict = field(default_factory=dict)
+    num_parameters: int = 0
+    device: str = "cpu"
+    engine: str = "torch"
+    precision: str = "fp32"
+    faces: dict | None = None
+    # Models with domains: the domains (face first) and each one's thresholds, which decide verdicts
+    # in that domain instead of ``thresholds``.
+    domains: list[str] | None = None
+    domain_thresholds: dict[str, dict[str, float]] | None = None
+    # Video clips: the model's video thresholds (`Calibration.video_thresholds`) and each domain's own,
+    # which decide a clip's verdict instead of the image ones; None when it stores none (or a caller's
+    # threshold replaced them).
+    video_thresholds: dict[str, float] | None = None
+    video_domain_thresholds: dict[str, dict[str, float]] | None = None
+
+    def to_dict(self) -> dict:
+        # Every field, in declaration order; JSON keys are strings, so the label ids become strings.
+        return {**asdict(self), "id2label": {str(k): v for k, v in self.id2label.items()}}
+
+
+@dataclass(frozen=True)
+class DetectorParts:
+    """A loaded checkpoint: what `Detector.__init__` takes, and how its engine was chosen.
+
+    Attributes:
+        model: The PyTorch model; None for an ONNX export.
+        processor: The checkpoint's image processor.
+        roles: The checkpoint's labels and which are fake.
+        model_id: The checkpoint's name, for the records.
+        revision: The checkpoint's revision (the resolved one, else the one asked for).
+        calibration: The stored calibration, with the caller's thresholds on top.
+        device: The resolved device ("auto" is never left).
+        engine: What runs the model step (`build_engine`).
+        config: The model's config (the export's, for an ONNX export).
+        jpeg_draft: Whether large JPEGs are decoded at reduced scale.
+        face_mode: The stored face settings under the caller's ``faces``.
+        provenance: The provenance stage's options; None: off.
+        settings: What the checkpoint stores (`StoredSettings`).
+        engine_choice: Why this engine and precision.
+        export_info: ``export.json`` of an ONNX export folder; None otherwise.
+    """
+
+    model: object | None
+    processor: object
+    roles: LabelRoles
+    model_id: str
+    revision: str | None
+    calibration: Calibration
+    device: str
+    engine: Engine
+    config: object
+    jpeg_draft: bool
+    face_mode: FaceMode
+    provenance: ProvenanceOptions | None
+    settings: StoredSettings
+    engine_choice: EngineChoice
+    export_info: dict | None
+
+    def init_kwargs(self) -> dict:
+        """The keyword arguments of `Detector.__init__` (all but the caller's own ``max_pixels`` and
+        ``workers``)."""
+        skip = ("engine_choice", "export_info")  # set on the detector after it is built
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name not in skip}
+
+
+def load_detector_parts(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None,
+    device: str,
+    thresholds: Thresholds | None,
+    allow_pickle: bool,
+    cache_dir: str | os.PathLike | None,
+    local_files_only: bool,
+    precision: str,
+    engine: str,
+    jpeg_draft: bool | None,
+    faces: FaceChoice,
+    provenance: bool,
+    c2pa_trust_anchors: str | os.PathLike | None,
+    **model_kwargs,
+) -> DetectorParts:
+    """Loads a checkpoint and resolves every loading option once, for `Detector.from_pretrained`.
+
+    Args:
+        name_or_path: As `Detector.from_pretrained`, which documents every argument; the defaults
+            live there alone.
+        **model_kwargs: Passed to ``from_pretrained`` of the model.
+
+    Raises:
+        CheckpointError: The checkpoint can't be found, trusted or loaded, or its labels can't be
+            mapped to real and fake (`LabelMappingError`).
+        EngineError: ``precision`` or ``engine`` is unknown or can't run this checkpoint here.
+        ProvenanceError: ``c2pa_trust_anchors`` can't be read as PEM certificates.
+    """
+    provenance_options = (
+        ProvenanceOptions(None if c2pa_trust_anchors is None else os.fspath(c2pa_trust_anchors))
+        if provenance
+        else None
+    )
+    checkpoint = resolve_checkpoint(
+        name_or_path,
+        revision=revision,
+        allow_pickle=allow_pickle,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+    )
+    device = _resolve_device(device)
+    export_info = load_export_info(checkpoint.folder)
+    choice = resolve_engine(
+        engine,
+        precision,
+        onnx_precision=export_info["precision"] if export_info else None,
+        device=device,
+        cpu=detect_cpu_features(),
+    )
+    if choice.engine == "onnx":
+        model = None
+        config, processor = load_config_and_processor(checkpoint)
+    else:
+        model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)
+        config = model.config
+    roles = resolve_label_roles(config.id2label)
+    settings = StoredSettings.from_config(config, name=checkpoint.name)
+    calibration = settings.calibration
+    if thresholds is not None:
+        calibration = calibration.with_thresholds(thresholds)
+    return DetectorParts(
+        model=model,
+        processor=processor,
+        roles=roles,
+        model_id=checkpoint.name,
+        revision=checkpoint.revision or revision,
+        calibration=calibration,
+        device=device,
+        engine=build_engine(choice, model=model, folder=checkpoint.folder, device=device),
+        config=config,
+        jpeg_draft=not choice.exact if jpeg_draft is None else jpeg_draft,
+        face_mode=build_face_mode(faces, settings.faces),
+        provenance=provenance_options,
+        settings=settings,
+        engine_choice=choice,
+        export_info=export_info,
+    )
+
+
+def build_model_info(
+    *,
+    model_id: str,
+    revision: str | None,
+    model,
+    config,
+    processor,
+    roles: LabelRoles,
+    calibration: Calibration,
+    engine: Engine,
+    device: str,
+    face_options: FaceOptions | None,
+    domains: tuple[str, ...] | None,
+    export_info: dict | None,
+) -> ModelInfo:
+    """Labels, role mapping, input preprocessing and parameter count of a loaded checkpoint.
+
+    Args:
+        model: The PyTorch model; None for an ONNX export, whose architecture comes from ``config``
+            and parameter count from ``export_info``.
+        face_options: The face options a call that leaves ``faces`` out scores with.
+        domains: The checkpoint's domains; None when it has none.
+    """
+    video = calibration.video_thresholds
+    return ModelInfo(
+        model=model_id,
+        revision=revision,
+        architecture=(
+            type(model).__name__
+            if model is not None
+            else f"{(config.architectures or ['unknown'])[0]} (ONNX export)"
+        ),
+        id2label=dict(roles.id2label),
+        roles=roles.to_dict(),
+        thresholds=calibration.thresholds.to_dict(),
+        temperature=calibration.temperature,
+        preprocessing=_describe_processor(processor),
+        num_parameters=(
+            sum(p.numel() for p in model.parameters())
+            if model is not None
+            else int((export_info or {}).get("num_parameters", 0))
+        ),
+        device=device,
+        engine=engine.name,
+        precision=engine.precision,
+        faces=None if face_options is None else face_options.to_config(),
+        domains=list(domains) if domains else None,
+        domain_thresholds={
+            name: thresholds.to_dict() for name, thresholds in calibration.domain_thresholds.items()
+        }
+        or None,
+        video_thresholds=None if video is None else video.to_dict(),
+        video_domain_thresholds={
+            name: rule.to_dict() for name, rule in calibration.video_domain_thresholds.items()
+        }
+        or None,
+    )
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _describe_processor(processor) -> dict:
+    settings = processor.to_dict()
+    keys = (
+        "image_processor_type",
+        "size",
+        "crop_size",
+        "do_resize",
+        "do_center_crop",
+        "resample",
+        "do_rescale",
+        "rescale_factor",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+    )
+    return {key: settings[key] for key in keys if settings.get(key) is not None}
