@@ -253,6 +253,9 @@ class FaceScore:
         domain: The crop's domain, as `Prediction.domain`.
         threshold: The fake threshold of the crop's own verdict (its domain's image threshold, or the
             caller's); None in records made before rows carried it.
+        track_id: In a video, the person this face belongs to: the same id in every sampled frame
+            where the tracker follows them (`deepfake_detector.faces.tracking`), and the key of their
+            record in `VideoPrediction.tracks`. None outside videos (and then left out of ``to_dict``).
     """
 
     box: tuple[int, int, int, int]
@@ -263,9 +266,10 @@ class FaceScore:
     verdict: str
     domain: str | None = None
     threshold: float | None = None
+    track_id: int | None = None
 
     def to_dict(self) -> dict:
-        return {
+        row = {
             "box": list(self.box),
             "crop_box": list(self.crop_box),
             "detection_score": self.detection_score,
@@ -275,6 +279,9 @@ class FaceScore:
             "domain": self.domain,
             "threshold": self.threshold,
         }
+        if self.track_id is not None:  # video faces add it; an image's faces keep their format
+            row["track_id"] = self.track_id
+        return row
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,79 @@ class FrameScore:
 
 
 @dataclass(frozen=True)
+class FaceTrack:
+    """One person in a video: the faces the tracker followed through the sampled frames as one.
+
+    A clip's score pools every frame (each frame's faces combined, by default its most-fake face); a
+    track is one person's own. Among real people, a face-swapped one stands out as the track whose
+    ``fake_score`` is high, and ``scores_over_time`` shows when.
+
+    Attributes:
+        track_id: The person's id, as each of their faces' `FaceScore.track_id`; from 0, in order of
+            first appearance.
+        fake_score: Their faces' scores aggregated over time by the clip's own frame aggregation
+            (`deepfake_detector.aggregation.FrameAggregation`): for a clip with one person, exactly the
+            clip's ``fake_score``.
+        verdict: "real", "fake" or "uncertain": ``fake_score`` decided by the clip's rule (its video
+            threshold, `Scorer.decide`), so a one-person clip's only track agrees with the clip. The
+            model's verdict: the file's provenance is about the file, not about one person, and decides
+            only the clip's. The clip's verdict is the one that counts; the tracks show whose faces
+            drove it.
+        threshold: As `VideoPrediction.threshold`, for the track's domain.
+        uncertain_from: As `VideoPrediction.uncertain_from`.
+        threshold_from: As `VideoPrediction.threshold_from`.
+        domain: That of most of the track's faces ("face" where the checkpoint has no domain probe).
+        scores_over_time: (timestamp_s, fake_score) of each sampled frame the person was found in, in
+            time order.
+    """
+
+    track_id: int
+    fake_score: float
+    verdict: str
+    threshold: float | None
+    uncertain_from: float | None
+    threshold_from: str | None
+    domain: str | None
+    scores_over_time: tuple[tuple[float, float], ...]
+
+    @property
+    def num_frames(self) -> int:
+        """Sampled frames the person was found in."""
+        return len(self.scores_over_time)
+
+    @property
+    def first_s(self) -> float:
+        """When the person was first found (the time of that sampled frame, in seconds)."""
+        return self.scores_over_time[0][0]
+
+    @property
+    def last_s(self) -> float:
+        """When the person was last found."""
+        return self.scores_over_time[-1][0]
+
+    @property
+    def max_fake_score(self) -> float:
+        """Their most-fake frame's score."""
+        return max(score for _, score in self.scores_over_time)
+
+    def to_dict(self) -> dict:
+        return {
+            "track_id": self.track_id,
+            "num_frames": self.num_frames,
+            "first_s": self.first_s,
+            "last_s": self.last_s,
+            "fake_score": self.fake_score,
+            "max_fake_score": self.max_fake_score,
+            "verdict": self.verdict,
+            "threshold": self.threshold,
+            "uncertain_from": self.uncertain_from,
+            "threshold_from": self.threshold_from,
+            "domain": self.domain,
+            "scores_over_time": [list(point) for point in self.scores_over_time],
+        }
+
+
+@dataclass(frozen=True)
 class VideoPrediction:
     """The verdict on one video, from a sample of its frames.
 
@@ -346,6 +426,9 @@ class VideoPrediction:
             threshold for the clip's domain, else its image threshold.
         uncertain_from: As `Prediction.uncertain_from`.
         threshold_from: As `Prediction.threshold_from`: "video", "image" or "caller".
+        tracks: With faces: one record per person the tracker followed through the frames, in order
+            of first appearance (`FaceTrack`); empty when no frame had a face. They explain the clip's
+            score and leave it unchanged. None when faces were not searched for, or ``error`` is set.
     """
 
     source: str | int
@@ -368,6 +451,7 @@ class VideoPrediction:
     threshold: float | None = None
     uncertain_from: float | None = None
     threshold_from: str | None = None
+    tracks: tuple[FaceTrack, ...] | None = None
 
     @classmethod
     def failed(
@@ -424,6 +508,7 @@ class VideoPrediction:
             "no_face": self.no_face,
             "stopped_at_s": self.stopped_at_s,
             "decode_problem": self.decode_problem,
+            "tracks": None if self.tracks is None else [track.to_dict() for track in self.tracks],
             "frames": [frame.to_dict() for frame in self.frames],
         }
 

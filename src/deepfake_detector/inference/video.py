@@ -1,21 +1,25 @@
 """Video mode: sample frames, score each (its faces, or the whole frame), aggregate to a video verdict.
 
 Frames stream through one at a time (`deepfake_detector.video.decode.VideoReader`) and only their
-scores are kept, so memory does not grow with the video's length.
+scores are kept, so memory does not grow with the video's length. With faces, each face is also given
+the id of the person it belongs to (`deepfake_detector.faces.tracking`), and each person's scores
+become a `FaceTrack` beside the clip's.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from deepfake_detector.aggregation import FaceAggregation, FrameAggregation
 from deepfake_detector.errors import DetectorError, MissingExtraError, VideoLoadError
 from deepfake_detector.faces.crops import FaceCrops, FaceOptions, cut_faces
+from deepfake_detector.faces.tracking import FaceTracker
 from deepfake_detector.inference.faces import iter_crop_outputs
-from deepfake_detector.results import FrameScore, VideoPrediction
+from deepfake_detector.results import FaceScore, FaceTrack, FrameScore, VideoPrediction
 from deepfake_detector.scoring import FACE_DOMAIN
 from deepfake_detector.video.decode import FrameSampling, VideoReader
 
@@ -51,6 +55,7 @@ def predict_video(
         aggregation_info["face_strategy"] = faces.aggregation.strategy
     face_detector = faces.build_detector() if faces is not None else None
     face_aggregation = faces.aggregation if faces is not None else FaceAggregation()
+    tracker = FaceTracker() if faces is not None else None
     frames: list[FrameScore] = []
 
     def failed(message: str) -> VideoPrediction:
@@ -75,7 +80,13 @@ def predict_video(
                 if isinstance(crops, Exception):
                     raise crops
                 scored = scorer.combine(outputs, crops.boxes, crops.crop_boxes, face_aggregation)
-                found = scored.faces if face_detector is not None else None
+                found = None
+                if tracker is not None:  # every sampled frame, faceless ones too: they count as missed
+                    track_ids = tracker.update([face.box for face in scored.faces])
+                    found = tuple(
+                        replace(face, track_id=track_id)
+                        for face, track_id in zip(scored.faces, track_ids, strict=True)
+                    )
                 frames.append(FrameScore(index, timestamp_s, scored.fake_score, found, scored.domain))
     except VideoLoadError as error:
         return failed(str(error))
@@ -103,8 +114,45 @@ def predict_video(
         domain=domain,
         detector=scorer.detector_name(domain),
         provenance=provenance,
+        tracks=build_face_tracks(frames, scorer, aggregation) if faces is not None else None,
         **decision,
     )
+
+
+def build_face_tracks(
+    frames: Sequence[FrameScore], scorer: Scorer, aggregation: FrameAggregation
+) -> tuple[FaceTrack, ...]:
+    """One `FaceTrack` per track id among the frames' faces, in id order (first appearance).
+
+    Each person's scores over time are aggregated as the clip's frames are (``aggregation``) and
+    decided by the clip's rule through the one decision function (`Scorer.decide` with ``video``),
+    without the file's provenance, which says nothing about one person. A one-person clip's track thus
+    has the clip's score and the model's verdict on it.
+    """
+    seen: dict[int, list[tuple[float, FaceScore]]] = {}
+    for frame in frames:
+        for face in frame.faces or ():
+            seen.setdefault(face.track_id, []).append((frame.timestamp_s, face))
+    tracks = []
+    for track_id in sorted(seen):
+        faces = seen[track_id]
+        fake_score = aggregation.compute([face.fake_score for _, face in faces])
+        # A face the face detector found is in the face domain, as its frame is (`combine_faces`).
+        domain = compute_clip_domain([face.domain or FACE_DOMAIN for _, face in faces])
+        decision = scorer.decide(fake_score, domain, video=True)
+        tracks.append(
+            FaceTrack(
+                track_id=track_id,
+                fake_score=fake_score,
+                verdict=decision["verdict"],
+                threshold=decision["threshold"],
+                uncertain_from=decision["uncertain_from"],
+                threshold_from=decision["threshold_from"],
+                domain=domain,
+                scores_over_time=tuple((timestamp_s, face.fake_score) for timestamp_s, face in faces),
+            )
+        )
+    return tuple(tracks)
 
 
 def compute_clip_domain(domains: list[str | None]) -> str | None:

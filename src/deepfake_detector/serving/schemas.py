@@ -82,6 +82,12 @@ class FaceRecord(BaseModel):
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="The fake threshold of this face's own verdict."
     )
+    track_id: int | None = Field(
+        default=None,
+        ge=0,
+        description="In a video, the person this face belongs to: the same id in every frame where "
+        "the tracker follows them, the key of their record in `tracks`. Absent for images.",
+    )
 
 
 class FindingRecord(BaseModel):
@@ -178,6 +184,35 @@ class FrameRecord(BaseModel):
     faces: list[FaceRecord] | None = None
 
 
+class TrackRecord(BaseModel):
+    """`FaceTrack.to_dict()`: one person followed through a video's sampled frames."""
+
+    model_config = ConfigDict(extra="allow")
+
+    track_id: int = Field(ge=0, description="The person's id, from 0 in order of first appearance.")
+    num_frames: int = Field(ge=1, description="Sampled frames the person was found in.")
+    first_s: float = Field(description="Time of the first of them, in seconds.")
+    last_s: float = Field(description="Time of the last of them, in seconds.")
+    fake_score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="The person's frame scores aggregated like the clip's frames; for a clip with one "
+        "person, the clip's fake_score.",
+    )
+    max_fake_score: float = Field(ge=0.0, le=1.0, description="Their most-fake frame's score.")
+    verdict: Verdict = Field(
+        description="The model's verdict on fake_score by the clip's rule (provenance decides only the "
+        "clip's); the clip's verdict is the one that counts."
+    )
+    threshold: float | None = _THRESHOLD
+    uncertain_from: float | None = _UNCERTAIN_FROM
+    threshold_from: ThresholdFrom | None = _THRESHOLD_FROM
+    domain: str | None = _DOMAIN
+    scores_over_time: list[list[float]] = Field(
+        description="[timestamp_s, fake_score] of each sampled frame the person was found in, in time order."
+    )
+
+
 class VideoPredictionRecord(BaseModel):
     """`VideoPrediction.to_dict()`: the video's verdict and its per-frame timeline."""
 
@@ -205,6 +240,12 @@ class VideoPredictionRecord(BaseModel):
     no_face: bool | None
     stopped_at_s: float | None = Field(description="Set when the stream ended early (truncated or damaged).")
     decode_problem: str | None
+    tracks: list[TrackRecord] | None = Field(
+        default=None,
+        description="With faces: one record per person followed through the frames, in order of first "
+        "appearance; a face-swapped person among real ones stands out as one track. They leave the "
+        "clip's score and verdict unchanged. Null without faces.",
+    )
     frames: list[FrameRecord]
     decided_by: Literal["model", "provenance"] | None = _DECIDED_BY
     domain: str | None = Field(

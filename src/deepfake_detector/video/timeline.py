@@ -7,12 +7,16 @@ import os
 from deepfake_detector.optional import require
 from deepfake_detector.results import VideoPrediction, format_number
 
+# People's lines, in colours the frames (red), thresholds (blue, green) and stop line (orange) don't use.
+_TRACK_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
 
 def render_timeline(prediction: VideoPrediction, path: str | os.PathLike) -> None:
     """Writes a plot of every sampled frame's fake score against its time, to ``path`` (PNG, SVG, PDF).
 
-    Frames with a face are filled dots, frames without one hollow; the video's aggregated score is a
-    dashed line, the thresholds that decided it (the prediction's own: ``threshold``, and
+    Frames with a face are filled dots, frames without one hollow; with more than one person tracked
+    (`VideoPrediction.tracks`), each person's scores are a line of their own; the video's aggregated
+    score is a dashed line, the thresholds that decided it (the prediction's own: ``threshold``, and
     ``uncertain_from`` with an uncertain band) dotted ones, and where decoding stopped early a vertical
     line. Numbers in the legend are rounded for people (`format_number`).
 
@@ -47,6 +51,17 @@ def render_timeline(prediction: VideoPrediction, path: str | os.PathLike) -> Non
             zorder=2,
             label="no face (scored whole)",
         )
+    # With several people, a frame's dot is its most-fake face's; each person's own line shows whose.
+    if prediction.tracks is not None and len(prediction.tracks) > 1:
+        for number, track in enumerate(prediction.tracks):
+            axes.plot(
+                *zip(*track.scores_over_time, strict=True),
+                color=_TRACK_COLOURS[number % len(_TRACK_COLOURS)],
+                linewidth=1,
+                alpha=0.8,
+                zorder=1.5,
+                label=f"face {track.track_id}: {format_number(track.fake_score)} ({track.verdict})",
+            )
     axes.axhline(
         prediction.fake_score,
         color="black",
