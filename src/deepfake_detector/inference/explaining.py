@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deepfake_detector.aggregation import FaceAggregation
 from deepfake_detector.errors import DetectorError
 from deepfake_detector.inference.faces import explain_faces
-from deepfake_detector.inference.scorer import InputLogits
 from deepfake_detector.results import Explanation
 
 if TYPE_CHECKING:
@@ -129,25 +127,18 @@ def explain_image(
     from deepfake_detector.explain.heatmaps import compute_image_heatmap
 
     # The score and verdict predict() gives: the scoring model's outputs, decided by the scorer.
-    outputs = scorer.compute_outputs([image])  # (1, C)
-    scored = InputLogits(source, outputs.logits, provenance=provenance, domain_logits=outputs.domain_logits)
-    prediction = scorer.predict(scored, FaceAggregation())
+    (score,) = scorer.score_outputs(scorer.compute_outputs([image]))
     token_map = explainer.compute_token_map(image, method)  # (rows, cols)
     return Explanation(
         source=source,
         method=method,
         heatmap=compute_image_heatmap(token_map, image.size),  # (H, W)
         token_map=token_map,
-        label=prediction.label,
-        fake_score=prediction.fake_score,
-        verdict=prediction.verdict,
+        fake_score=score.fake_score,
         model=scorer.model,
         revision=scorer.revision,
-        domain=prediction.domain,
-        threshold=prediction.threshold,
-        uncertain_from=prediction.uncertain_from,
-        threshold_from=prediction.threshold_from,
-        decided_by=prediction.decided_by,
+        domain=score.domain,
+        **scorer.decide(score.fake_score, score.domain, provenance),
     )
 
 
