@@ -68,6 +68,19 @@ positive_int = at_least(1)
 non_negative_int = at_least(0)
 
 
+def float_at_least(minimum: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a number of at least ``minimum`` (``what`` says what the minimum means)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ({what}), got {value}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
 def probability(text: str) -> float:
     """An argparse type: a number between 0 and 1."""
     value = float(text)
@@ -133,6 +146,10 @@ def _add_field(group, item: Field, hint: Any, *, default: Any, help_text: str) -
     kwargs = {key: value for key, value in item.metadata.items() if key not in _OWN_KEYS}
     flag, aliases = flag_name(item), tuple(item.metadata.get("aliases", ()))
     kinds = _kinds(hint)
+    if kinds == (bool,) and item.default is None:  # three states: --x, --no-x, or as stored (None)
+        kwargs.update(action=argparse.BooleanOptionalAction, help=help_text)
+        group.add_argument(flag, *aliases, dest=flag_dest(item), default=None, **kwargs)
+        return
     if kinds == (bool,) and "nargs" not in kwargs:
         if item.default is True:
             flag = "--no-" + flag[2:]

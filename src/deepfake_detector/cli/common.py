@@ -5,17 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepfake_detector.aggregation import FACE_STRATEGIES
-from deepfake_detector.faces.backends import DEFAULT_FACE_DETECTOR, FACE_DETECTORS
-from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO
 from deepfake_detector.settings import add_flags, build_from_flags, probability
-
-
-def _margin(text: str) -> float:
-    value = float(text)
-    if not value >= 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 1.0 (the face box itself), got {value}")
-    return value
 
 
 def _add_jpeg_draft(group, item) -> None:
@@ -45,46 +35,17 @@ def _add_thresholds(group, item) -> None:
     )
 
 
-FACES_DEFAULT_HELP = (
-    "default: on for a checkpoint trained on face crops (its config.json says so, with the detector and "
-    "margin it was trained with), else off"
-)
-
-
 def add_face_arguments(parser: argparse.ArgumentParser) -> None:
-    """--faces/--no-faces, --face-detector, --face-margin and --face-strategy.
+    """--faces/--no-faces, --face-detector, --face-margin and --face-strategy, made from `FaceOverrides`.
 
     Their defaults are None, so that `face_overrides` can tell a flag given from one left out: the
     library (`resolve_face_options`) lets a flag given win, and fills the rest from the checkpoint's
     face settings, then its own defaults.
     """
-    faces = parser.add_argument_group("faces (model loading: the same on every command that loads a model)")
-    faces.add_argument(
-        "--faces",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="find the faces in images and video frames and score (or explain) a crop of each; an "
-        "image's score is its most-fake face (--face-strategy); an image without a face is handled whole "
-        "and flagged no_face; " + FACES_DEFAULT_HELP,
-    )
-    faces.add_argument(
-        "--face-detector",
-        choices=tuple(FACE_DETECTORS),
-        help=f"face detector backend (the checkpoint's, else {DEFAULT_FACE_DETECTOR}; docs/faces.md "
-        "compares them)",
-    )
-    faces.add_argument(
-        "--face-margin",
-        type=_margin,
-        metavar="RATIO",
-        help="side of the square crop over the face box's longer side (the checkpoint's, else "
-        f"{DEFAULT_MARGIN_RATIO})",
-    )
-    faces.add_argument(
-        "--face-strategy",
-        choices=FACE_STRATEGIES,
-        help="how the faces of one image or frame combine: max (most-fake face, default), mean, largest",
-    )
+    from deepfake_detector.faces.crops import FaceOverrides
+
+    group = parser.add_argument_group("faces (model loading: the same on every command that loads a model)")
+    add_flags(group, FaceOverrides)
 
 
 def face_overrides(args: argparse.Namespace):
@@ -92,12 +53,7 @@ def face_overrides(args: argparse.Namespace):
     the checkpoint's face settings."""
     from deepfake_detector.faces.crops import FaceOverrides
 
-    return FaceOverrides(
-        enabled=args.faces,
-        detector=args.face_detector,
-        margin_ratio=args.face_margin,
-        strategy=args.face_strategy,
-    )
+    return build_from_flags(FaceOverrides, args)
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:

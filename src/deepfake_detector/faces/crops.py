@@ -26,6 +26,7 @@ from deepfake_detector.faces.backends import (
     load_face_detector,
 )
 from deepfake_detector.faces.boxes import DEFAULT_MARGIN_RATIO, FaceBox, compute_crop_box
+from deepfake_detector.settings import float_at_least
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -80,8 +81,9 @@ class FaceOverrides:
     """A caller's partial choice about face mode; every field left None follows the checkpoint.
 
     This is what CLI flags (``--faces/--no-faces``, ``--face-detector``, ``--face-margin``,
-    ``--face-strategy``) and HTTP form fields describe: only what the user said, so that the one merge
-    (`resolve_face_options`) decides the rest from the checkpoint's stored settings.
+    ``--face-strategy``, made from these fields by `deepfake_detector.settings`) and HTTP form fields
+    describe: only what the user said, so that the one merge (`resolve_face_options`) decides the rest
+    from the checkpoint's stored settings.
 
     Attributes:
         enabled: True: face mode; False: whole images; None: as the checkpoint says (face mode when it
@@ -91,10 +93,44 @@ class FaceOverrides:
         strategy: How faces combine ("max", "mean", "largest"); None: "max", the most-fake face.
     """
 
-    enabled: bool | None = None
-    detector: str | None = None
-    margin_ratio: float | None = None
-    strategy: str | None = None
+    enabled: bool | None = field(
+        default=None,
+        metadata={
+            "flag": "--faces",
+            "help": "find the faces in images and video frames and score (or explain) a crop of each; an "
+            "image's score is its most-fake face (--face-strategy); an image without a face is handled "
+            "whole and flagged no_face; default: on for a checkpoint trained on face crops (its "
+            "config.json says so, with the detector and margin it was trained with), else off",
+        },
+    )
+    detector: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--face-detector",
+            "choices": tuple(FACE_DETECTORS),
+            "help": f"face detector backend (the checkpoint's, else {DEFAULT_FACE_DETECTOR}; docs/faces.md "
+            "compares them)",
+        },
+    )
+    margin_ratio: float | None = field(
+        default=None,
+        metadata={
+            "flag": "--face-margin",
+            "type": float_at_least(1.0, "the face box itself"),
+            "metavar": "RATIO",
+            "help": "side of the square crop over the face box's longer side (the checkpoint's, else "
+            f"{DEFAULT_MARGIN_RATIO})",
+        },
+    )
+    strategy: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--face-strategy",
+            "choices": FACE_STRATEGIES,
+            "help": "how the faces of one image or frame combine: max (most-fake face, default), mean, "
+            "largest",
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.detector is not None:
