@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from domain_heads_cost import cpu_name  # this folder's, run as a script
 
     model, _ = load_model_and_processor(resolve_checkpoint(args.model))
-    size = model.config.vision_config.image_size if hasattr(model.config, "vision_config") else 224
+    size = getattr(model.config, "vision_config", model.config).image_size  # the checkpoint's own input
     pixels = torch.randn(args.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))
     cpu = detect_cpu_features()
     print(f"{cpu_name()} ({cpu.describe()}), {torch.get_num_threads()} threads, torch {torch.__version__}")

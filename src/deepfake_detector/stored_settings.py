@@ -67,11 +67,6 @@ class StoredSettings:
     backbone: Mapping | None = None
     extra: Mapping = field(default_factory=dict)
 
-    @property
-    def threshold_rule(self) -> str | None:
-        """The rule the image thresholds were fitted by (``fitted_on.rule``), None when not recorded."""
-        return (self.fitted_on or {}).get("rule")
-
     @classmethod
     def from_config(cls, config, *, name: str = "config.json") -> StoredSettings:
         """Reads the block of a transformers config, or of a ``config.json`` loaded as a dict.
