@@ -11,17 +11,19 @@ remedy the literature uses before building a runtime for it:
   divided by ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` and its weight column multiplied by it (for
   q/k/v and fc1 this folds into the LayerNorm before them, for out_proj into v_proj; fc2 needs an
   explicit multiply). ``max|X_j|`` is measured on calibration images from the *train* split.
-- Static per-tensor 8-bit activations over [-max, max] of the smoothed input on those images, and
-  7-bit per-output-channel weights (what ONNX Runtime's ``reduce_range`` uses on CPUs without VNNI).
+- 8-bit activations (``--activations``): static per tensor over [-max, max] (``symmetric``, as
+  ``export --quantize int8-static`` builds it) or [min, max] (``asymmetric``) of the smoothed input
+  on those images, or dynamic per token (``token``); and 7-bit per-output-channel weights (what ONNX
+  Runtime's ``reduce_range`` uses on CPUs without VNNI).
 - Only the linear layers named in a variant are quantised (``q``, ``k``, ``v``, ``o`` = out_proj,
-  ``fc1``, ``fc2``), in every block but those a variant names after ``@`` (0-based, e.g.
-  ``q+k+v+o+fc1@0,1`` keeps blocks 0 and 1 in float); attention's own matmuls, LayerNorms and the
-  heads stay float.
+  ``fc1``, ``fc2``, each optionally with its own ``:mode``, e.g. ``fc2:token``), in every block but
+  those a variant names after ``@`` (0-based, e.g. ``q+k+v+o+fc1@0,1`` keeps blocks 0 and 1 in
+  float); attention's own matmuls, LayerNorms and the heads stay float.
 
 It reports, on the *val* split (all of ``modern/`` val and every third ``faces/`` val image), the
 agreement with fp32 (domains, verdicts at each domain's stored threshold, fake-score differences) and
 ROC-AUC of both. Fake-quantisation measures accuracy, not speed: the simulated model runs in fp32.
-Preprocessed pixels, the fp32 outputs and the channel maxima are cached in ``--cache`` (float16 pixels),
+Preprocessed pixels, the fp32 outputs and the channel ranges are cached in ``--cache`` (float16 pixels),
 so a second run only simulates.
 """
 
@@ -87,14 +89,19 @@ def compute_outputs(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(logits), np.concatenate(domains)
 
 
-def collect_channel_maxima(model, pixels: np.ndarray) -> dict[str, torch.Tensor]:
-    """max |input| per channel of every linear layer in the blocks, over ``pixels``."""
+def collect_channel_ranges(model, pixels: np.ndarray) -> dict[str, torch.Tensor]:
+    """(min, max) of the input per channel, (2, in), of every linear layer in the blocks, over ``pixels``."""
     maxima: dict[str, torch.Tensor] = {}
 
     def hook(name):
         def record(module, inputs, output):
-            value = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)  # (in,)
-            maxima[name] = torch.maximum(maxima[name], value) if name in maxima else value
+            flat = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+            value = torch.stack([flat.amin(0), flat.amax(0)])  # (2, in): min and max per channel
+            if name in maxima:
+                value = torch.stack(
+                    [torch.minimum(maxima[name][0], value[0]), torch.maximum(maxima[name][1], value[1])]
+                )
+            maxima[name] = value
 
         return record
 
@@ -110,10 +117,17 @@ def collect_channel_maxima(model, pixels: np.ndarray) -> dict[str, torch.Tensor]
 
 
 class FakeQuantLinear(torch.nn.Module):
-    """A linear layer whose smoothed input is quantised to 8 bits per tensor (static range) and whose
-    smoothed weight is quantised to ``weight_bits`` per output channel."""
+    """A linear layer whose smoothed input is quantised to 8 bits and whose smoothed weight is quantised
+    to ``weight_bits`` per output channel.
 
-    def __init__(self, linear: torch.nn.Linear, smoothing: torch.Tensor, input_max: float, weight_bits=7):
+    ``mode``: "symmetric" (static per-tensor range [-max, max]), "asymmetric" (static per-tensor
+    [min, max] with a zero point, as ONNX Runtime's static uint8 activations) or "token" (dynamic,
+    one asymmetric range per token, measured on the input itself).
+    """
+
+    def __init__(
+        self, linear: torch.nn.Linear, smoothing: torch.Tensor, ranges: torch.Tensor, mode: str, weight_bits=7
+    ):
         super().__init__()
         weight = linear.weight.detach() * smoothing[None, :]  # (out, in)
         top = 2 ** (weight_bits - 1) - 1
@@ -121,23 +135,38 @@ class FakeQuantLinear(torch.nn.Module):
         self.register_buffer("weight", torch.round(weight / step).clamp(-top - 1, top) * step)
         self.register_buffer("bias", linear.bias.detach().clone())
         self.register_buffer("inverse", 1.0 / smoothing)
-        self.step = float(input_max) / 127.5
+        low, high = (
+            float((ranges[0] / smoothing).min().clamp(max=0)),
+            float((ranges[1] / smoothing).max().clamp(min=0)),
+        )
+        self.mode = mode
+        if mode == "symmetric":
+            self.low, self.step = -max(-low, high), max(-low, high) / 127.5
+        else:
+            self.low, self.step = low, (high - low) / 255
 
     def forward(self, x):
         x = x * self.inverse
-        x = torch.clamp(torch.round(x / self.step), -128, 127) * self.step
+        if self.mode == "token":
+            low = x.amin(-1, keepdim=True).clamp(max=0)
+            step = (x.amax(-1, keepdim=True).clamp(min=0) - low).clamp(min=1e-8) / 255
+        else:
+            low, step = self.low, self.step
+        zero = torch.round(-low / step) if self.mode == "token" else round(-low / step)
+        x = (torch.clamp(torch.round(x / step) + zero, 0, 255) - zero) * step
         return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
 def build_fake_quant(
-    model, maxima: dict, parts: set[str], alpha: float, float_blocks: set[int] = frozenset()
+    model, ranges: dict, parts: dict[str, str], alpha: float, float_blocks: set[int] = frozenset()
 ):
-    """A copy of ``model`` with the named linear layers of every block but ``float_blocks`` (0-based)
-    fake-quantised."""
+    """A copy of ``model`` with the linear layers named in ``parts`` (part -> activation mode) of every
+    block but ``float_blocks`` (0-based) fake-quantised."""
 
     def smoothing(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
         weight_max = torch.stack([w.abs().amax(0) for w in weights]).amax(0)  # (in,)
-        return (maxima[name].clamp(min=1e-5) ** alpha / weight_max.clamp(min=1e-5) ** (1 - alpha)).clamp(
+        input_max = ranges[name].abs().amax(0)
+        return (input_max.clamp(min=1e-5) ** alpha / weight_max.clamp(min=1e-5) ** (1 - alpha)).clamp(
             min=1e-5
         )
 
@@ -154,8 +183,9 @@ def build_fake_quant(
             for part in ("q", "k", "v"):
                 if part in parts:
                     linear = getattr(attention, f"{part}_proj")
-                    top = (maxima[qkv] / shared).max()
-                    setattr(attention, f"{part}_proj", FakeQuantLinear(linear, shared, top))
+                    setattr(
+                        attention, f"{part}_proj", FakeQuantLinear(linear, shared, ranges[qkv], parts[part])
+                    )
             for part, owner, attribute, name in (
                 ("o", attention, "out_proj", f"{LAYERS}.{index}.self_attn.out_proj"),
                 ("fc1", mlp, "fc1", f"{LAYERS}.{index}.mlp.fc1"),
@@ -164,8 +194,51 @@ def build_fake_quant(
                 if part in parts:
                     linear = getattr(owner, attribute)
                     scale = smoothing(name, [linear.weight])
-                    setattr(owner, attribute, FakeQuantLinear(linear, scale, (maxima[name] / scale).max()))
+                    setattr(owner, attribute, FakeQuantLinear(linear, scale, ranges[name], parts[part]))
     return quantised
+
+
+def compute_onnx_outputs(model, ranges, parts, float_blocks, alpha, calibration, pixels, cache: Path):
+    """Routed and domain logits of ``export --quantize int8-static``'s graph for this variant."""
+    from deepfake_detector.export.int8_static import (
+        CALIBRATION_BATCH,
+        Int8Recipe,
+        quantize_static,
+        smooth_model,
+    )
+    from deepfake_detector.export.onnx import _export_graph
+    from deepfake_detector.inference.engines import OnnxEngine
+
+    if set(parts.values()) != {"symmetric"}:
+        raise SystemExit("--runtime onnx builds symmetric static activations only")
+    recipe = Int8Recipe(parts=tuple(parts), float_blocks=tuple(sorted(float_blocks)), alpha=alpha)
+    calibration = calibration.astype(np.float32)
+
+    def batches():
+        step = CALIBRATION_BATCH
+        return (calibration[start : start + step] for start in range(0, len(calibration), step))
+
+    path = cache / "onnx" / "model.onnx"
+    path.parent.mkdir(exist_ok=True)
+    smoothed = smooth_model(model, {name: value.numpy() for name, value in ranges.items()}, recipe)
+    _export_graph(smoothed, calibration[:2], path)
+    quantize_static(path, recipe.quantised_layers(model), batches)
+    engine = OnnxEngine(path, precision="int8")
+    outputs = [
+        engine.compute_outputs(pixels[start : start + BATCH].astype(np.float32))
+        for start in range(0, len(pixels), BATCH)
+    ]
+    return np.concatenate([o.logits for o in outputs]), np.concatenate([o.domain_logits for o in outputs])
+
+
+def parse_variant(variant: str, default_mode: str) -> tuple[dict[str, str], set[int]]:
+    """ "q+k+v+o+fc1+fc2:token@0,1" -> ({part: mode}, float blocks)."""
+    names, _, blocks = variant.partition("@")
+    parts = {}
+    for item in names.split("+"):
+        part, _, mode = item.partition(":")
+        parts[part] = mode or default_mode
+    return parts, {int(block) for block in blocks.split(",") if block}
 
 
 def describe(name, rows, reference, candidate, fake_ids, thresholds) -> str:
@@ -175,8 +248,10 @@ def describe(name, rows, reference, candidate, fake_ids, thresholds) -> str:
     ref_domain, domain = ref_domains.argmax(1), domains.argmax(1)
     ref_verdict, verdict = ref_scores >= thresholds[ref_domain], scores >= thresholds[domain]
     diff = np.abs(ref_scores - scores)
+    ref_top1, top1 = ref_scores >= 0.5, scores >= 0.5
     parts = [
         f"{name}: domains agree {np.mean(ref_domain == domain):.2%}",
+        f"top-1 agree {np.mean(ref_top1 == top1):.2%}",
         f"verdicts agree {np.mean(ref_verdict == verdict):.2%} ({int(np.sum(ref_verdict != verdict))} of "
         f"{len(rows)} differ)",
         f"|score diff| median {np.median(diff):.4f} p99 {np.quantile(diff, 0.99):.3f}",
@@ -198,6 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint with domains (%(default)s)")
     parser.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength")
     parser.add_argument("--variants", nargs="+", default=["q+k+v+o+fc1", "q+k+v+o+fc1+fc2"])
+    parser.add_argument(
+        "--activations",
+        choices=("symmetric", "asymmetric", "token"),
+        default="symmetric",
+        help="activation ranges of parts without a :mode suffix (%(default)s)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("simulated", "onnx"),
+        default="simulated",
+        help="simulated: fake quantisation in PyTorch; onnx: the graph `export --quantize int8-static` "
+        "builds (symmetric static activations only), run by ONNX Runtime (%(default)s)",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -218,35 +306,52 @@ def main(argv: list[str] | None = None) -> int:
     val_pixels = cached_pixels(args.cache, "val", val, processor)
 
     started = time.perf_counter()
-    reference_path = args.cache / "val_fp32_logits.npy"
-    if reference_path.is_file():
-        reference = np.load(reference_path), np.load(args.cache / "val_fp32_domain.npy")
-    else:
-        reference = compute_outputs(model, val_pixels)
-        np.save(reference_path, reference[0])
-        np.save(args.cache / "val_fp32_domain.npy", reference[1])
-    maxima_path = args.cache / "amax.pt"
-    if maxima_path.is_file():
-        maxima = torch.load(maxima_path)
-    else:
-        maxima = collect_channel_maxima(model, calibration_pixels)
-        torch.save(maxima, maxima_path)
-
     keep = np.array([i for i, row in enumerate(val) if row[0] == "modern" or i % 3 == 0])
     rows = [val[i] for i in keep]
-    reference = reference[0][keep], reference[1][keep]
+    reference_path = args.cache / "val_kept_fp32_logits.npy"
+    if reference_path.is_file():
+        reference = np.load(reference_path), np.load(args.cache / "val_kept_fp32_domain.npy")
+    else:
+        reference = compute_outputs(model, val_pixels[keep])
+        np.save(reference_path, reference[0])
+        np.save(args.cache / "val_kept_fp32_domain.npy", reference[1])
+    ranges_path = args.cache / "ranges.pt"
+    if ranges_path.is_file():
+        ranges = torch.load(ranges_path)
+    else:
+        ranges = collect_channel_ranges(model, calibration_pixels)
+        torch.save(ranges, ranges_path)
+
     print(
         f"{checkpoint.name}: {len(calibration)} train images for calibration, {len(rows)} val images "
         f"({time.perf_counter() - started:.0f} s for the fp32 pass and the statistics)",
         flush=True,
     )
     for variant in args.variants:
-        parts, _, blocks = variant.partition("@")
-        float_blocks = {int(block) for block in blocks.split(",") if block}
-        quantised = build_fake_quant(model, maxima, set(parts.split("+")), args.alpha, float_blocks)
-        candidate = compute_outputs(quantised, val_pixels[keep])
+        parts, float_blocks = parse_variant(variant, args.activations)
+        if args.runtime == "onnx":
+            candidate = compute_onnx_outputs(
+                model,
+                ranges,
+                parts,
+                float_blocks,
+                args.alpha,
+                calibration_pixels,
+                val_pixels[keep],
+                args.cache,
+            )
+        else:
+            quantised = build_fake_quant(model, ranges, parts, args.alpha, float_blocks)
+            candidate = compute_outputs(quantised, val_pixels[keep])
         print(
-            describe(f"alpha {args.alpha} {variant}", rows, reference, candidate, fake_ids, thresholds),
+            describe(
+                f"{args.runtime} alpha {args.alpha} {args.activations} {variant}",
+                rows,
+                reference,
+                candidate,
+                fake_ids,
+                thresholds,
+            ),
             flush=True,
         )
     return 0

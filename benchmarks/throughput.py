@@ -19,8 +19,9 @@ What it does, all in one run:
    over the files, one call per file (its default batch size of 1), as the model card shows.
    (b) each variant: a fresh ``deepfake-detector predict FOLDER --output rows.jsonl`` process:
    ``auto`` (the defaults), ``exact`` (``--precision fp32 --engine torch``), and ``onnx-fp32`` /
-   ``onnx-int8``, which first ``deepfake-detector export`` the checkpoint (a one-time cost, reported
-   apart) and then predict with ``--model EXPORT``.
+   ``onnx-int8`` / ``onnx-int8-static``, which first ``deepfake-detector export`` the checkpoint (a
+   one-time cost, reported apart; int8-static calibrates on ``--calibration-data``, a CLIP detector
+   only) and then predict with ``--model EXPORT``.
    Each command is timed from process start to exit (imports and model loading included, for both
    sides); images/s is files over that wall time, "x pipeline" is over (a)'s images/s from this same
    run. Peak memory is each process's maximum resident set size.
@@ -63,6 +64,7 @@ VARIANTS = {
     "auto": [],
     "onnx-fp32": [],
     "onnx-int8": [],
+    "onnx-int8-static": [],
 }
 PIPELINE_SCRIPT = """
 import json, sys
@@ -209,10 +211,11 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
     candidates = [("torch", "fp32", model_folder)]
     if cpu.native_bf16:
         candidates.insert(1, ("torch", "bf16", model_folder))
-    candidates += [("onnx", precision, folder) for precision, folder in exports.items()]
+    candidates += [("onnx", form, folder) for form, folder in exports.items()]
     print("| engine | precision | images/s | images/s at the matmul limit | share |")
     print("| --- | --- | --- | --- | --- |")
-    for engine, precision, folder in candidates:
+    for engine, form, folder in candidates:
+        precision = form.removesuffix("-static")  # an int8-static export is int8 to the detector
         engine_detector = Detector.from_pretrained(folder, precision=precision, engine=engine)
         engine_detector.engine.compute_logits(pixels)  # warm-up
         runs = []
@@ -221,7 +224,7 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
             engine_detector.engine.compute_logits(pixels)
             runs.append(batch_size / (time.perf_counter() - start))
         best, ceiling = max(runs), limits.get(precision, limits["fp32"]) / flops
-        print(f"| {engine} | {precision} | {best:.2f} | {ceiling:.2f} | {best / ceiling:.0%} |")
+        print(f"| {engine} | {form} | {best:.2f} | {ceiling:.2f} | {best / ceiling:.0%} |")
 
 
 def _torch_matmul_flops(dtype, side: int = 4096) -> float:
@@ -315,16 +318,18 @@ def run_variants(args, model: Path, images: Path, work: Path) -> tuple[list, dic
     for variant in args.variants:
         flags, model_flag, shown_model = list(VARIANTS[variant]), str(model), "M"
         if variant.startswith("onnx-"):
-            precision = variant.removeprefix("onnx-")
-            folder = work / f"export-{precision}"
+            form = variant.removeprefix("onnx-")  # fp32, int8 or int8-static
+            folder = work / f"export-{form}"
             shutil.rmtree(folder, ignore_errors=True)
-            quantize = ["--quantize", "int8"] if precision == "int8" else []
-            log = work / f"export-{precision}.log"
+            quantize = [] if form == "fp32" else ["--quantize", form]
+            if form == "int8-static":
+                quantize += ["--calibration-data", *args.calibration_data]
+            log = work / f"export-{form}.log"
             export_s, _ = run_timed(
                 [*cli, "export", *quantize, "--model", str(model), "--out", str(folder)], log
             )
-            notes.append(f"export {precision} (once, {export_s:.0f} s): {log.read_text().strip()}")
-            exports[precision], model_flag, shown_model = folder, str(folder), "EXPORT"
+            notes.append(f"export {form} (once, {export_s:.0f} s): {log.read_text().strip()}")
+            exports[form], model_flag, shown_model = folder, str(folder), "EXPORT"
         out = work / f"predict-{variant}.jsonl"
         command = [*cli, "predict", str(images), "--model", model_flag, "--output", str(out), "--quiet"]
         command += ["--batch-size", str(args.batch_size), *flags]
@@ -353,9 +358,7 @@ def print_table(results: list, baseline: dict, paths: list[Path]) -> None:
                 [baseline[s][1] for s in sources],
                 [rows[s][1] for s in sources],
             )
-            parity = (
-                f"{report.top1_agreement:.1%} | {report.median_score_diff:.2g} | {report.max_score_diff:.2g}"
-            )
+            parity = f"{report.agreement:.1%} | {report.median_score_diff:.2g} | {report.max_score_diff:.2g}"
         speed = f"{wall_s:.1f} | {rate:.2f} | {rate / baseline_rate:.2f}"
         print(f"| {name} | `{shown}` | {speed} | {peak:.0f} | {parity} |")
 
@@ -378,10 +381,19 @@ def main(argv: list[str] | None = None) -> int:
         help="predict configurations to time against the pipeline (%(default)s)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="predict --batch-size (%(default)s)")
+    parser.add_argument(
+        "--calibration-data",
+        nargs="+",
+        default=[],
+        metavar="DATA",
+        help="labelled data for the onnx-int8-static export's calibration (its train split)",
+    )
     parser.add_argument("--work", type=Path, help="folder for the model, images and outputs (kept; reused)")
     parser.add_argument("--model-step", action="store_true", help="also measure the model step alone")
     parser.add_argument("--profile", action="store_true", help="also time each stage for one image")
     args = parser.parse_args(argv)
+    if "onnx-int8-static" in args.variants and not args.calibration_data:
+        parser.error("onnx-int8-static needs --calibration-data")
 
     from deepfake_detector.modeling.labels import resolve_label_roles
 

@@ -22,16 +22,17 @@ TINY_TOWER = {
 }
 
 
-def build_tiny_tower(seed: int = 0):
-    """A random tiny CLIPVisionModelWithProjection whose every parameter differs (ONNX export merges
-    identical initializers, such as fresh layer norms, under one name)."""
+def build_tiny_tower(seed: int = 0, **overrides):
+    """A random tiny CLIPVisionModelWithProjection (`TINY_TOWER`, with ``overrides``) whose every
+    parameter differs (ONNX export merges identical initializers, such as fresh layer norms, under one
+    name)."""
     import torch
     from transformers import CLIPVisionModelWithProjection
 
     from deepfake_detector.modeling.clip_backbone import build_vision_config
 
     torch.manual_seed(seed)
-    model = CLIPVisionModelWithProjection(build_vision_config(**TINY_TOWER)).eval()
+    model = CLIPVisionModelWithProjection(build_vision_config(**{**TINY_TOWER, **overrides})).eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))

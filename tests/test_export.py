@@ -94,15 +94,20 @@ def test_export_fails_loudly_and_writes_nothing_when_parity_is_off(
     seed_checkpoint, tmp_path, monkeypatch, capsys
 ):
     from deepfake_detector.inference import engines
+    from deepfake_detector.scoring import ModelOutputs
 
-    original = engines.OnnxEngine.compute_logits
-    # A broken export: the classes come out swapped.
-    monkeypatch.setattr(engines.OnnxEngine, "compute_logits", lambda self, x: original(self, x)[:, ::-1])
+    original = engines.OnnxEngine.compute_outputs
+
+    def swapped(self, pixel_values):  # a broken export: the classes come out swapped
+        outputs = original(self, pixel_values)
+        return ModelOutputs(outputs.logits[:, ::-1], outputs.domain_logits)
+
+    monkeypatch.setattr(engines.OnnxEngine, "compute_outputs", swapped)
     out = tmp_path / "bad"
     code = main(["export", "--format", "onnx", "--model", str(seed_checkpoint), "--out", str(out)])
     assert code == 2
     error = capsys.readouterr().err
-    assert "the fp32 ONNX export does not score like the PyTorch model: top-1 agreement" in error
+    assert "the fp32 ONNX export does not score like the PyTorch model: verdict agreement" in error
     assert "nothing was written" in error
     assert not out.exists() and not list(tmp_path.iterdir())
 

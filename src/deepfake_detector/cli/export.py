@@ -9,6 +9,7 @@ from deepfake_detector.modeling.checkpoints import MODEL_ALIASES
 
 
 def add_parser(subparsers) -> None:
+    from deepfake_detector.export.int8_static import DEFAULT_CALIBRATION_COUNT
     from deepfake_detector.export.onnx import FORMATS, QUANTIZE_CHOICES
 
     parser = subparsers.add_parser(
@@ -23,7 +24,24 @@ def add_parser(subparsers) -> None:
         "--quantize",
         choices=QUANTIZE_CHOICES,
         help="int8: dynamic quantisation of the matrix multiplies (smaller, faster on CPUs; answers "
-        "checked against the parity bar); default: fp32",
+        "checked against the parity bar); int8-static: outlier-aware static int8 for CLIP detectors "
+        "(the default model), calibrated on --calibration-data; default: fp32",
+    )
+    parser.add_argument(
+        "--calibration-data",
+        nargs="+",
+        metavar="DATA",
+        help="int8-static: labelled data (manifest, class folder or dataset), each giving an equal share "
+        "of the calibration images, and the parity check's images unless --check-images is given",
+    )
+    parser.add_argument(
+        "--calibration-split", default="train", help="split of --calibration-data to draw from (%(default)s)"
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=int,
+        default=DEFAULT_CALIBRATION_COUNT,
+        help="int8-static: images whose activation ranges fix the scales (%(default)s)",
     )
     aliases = ", ".join(f"{alias} = {hub_id}" for alias, hub_id in MODEL_ALIASES.items())
     parser.add_argument(
@@ -60,6 +78,14 @@ def run(args: argparse.Namespace) -> int:
                 "deepfake-detector export: error: --check-images: "
                 + ("; ".join(problems) or "no image files found")
             )
+    calibration_images = None
+    if args.calibration_data:
+        from deepfake_detector.export.int8_static import select_calibration_images
+
+        calibration_images, held_out = select_calibration_images(
+            args.calibration_data, split=args.calibration_split, count=args.calibration_count
+        )
+        check_images = check_images or held_out
     quiet_libraries()
     result = export_onnx(
         args.model,
@@ -68,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         revision=args.revision,
         allow_pickle=args.allow_pickle,
         check_images=check_images,
+        calibration_images=calibration_images,
     )
     print(
         f"deepfake-detector: wrote the {result.precision} ONNX export to {result.folder}; against PyTorch: "

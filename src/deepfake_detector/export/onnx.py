@@ -5,6 +5,8 @@ The folder holds ``model.onnx`` (pixel values in, logits out, any batch size), t
 the parity it measured, versions, git revision). The graph comes from ``torch.onnx.export`` (the
 dynamo exporter); ``optimum`` would do the same but pins transformers below 5. int8 is ONNX
 Runtime's dynamic quantisation: 7-bit weights per output channel, activations quantised per batch.
+int8-static is the outlier-aware form for CLIP towers (`export.int8_static`): outliers migrated into
+the weights, activation ranges fixed on calibration images, the layers that break kept in fp32.
 
 Every export checks itself: the new file and the PyTorch model score the same preprocessed images
 (``check_images``, or synthetic photographs), and an export that misses the parity bar is deleted
@@ -28,11 +30,13 @@ import numpy as np
 from deepfake_detector.errors import ExportError
 from deepfake_detector.inference.detector import DEFAULT_BATCH_SIZE
 from deepfake_detector.inference.engines import EXPORT_INFO_FILE, ONNX_FILE, OnnxEngine, TorchEngine
-from deepfake_detector.inference.parity import ParityReport, compute_logit_parity
+from deepfake_detector.inference.parity import ParityReport, compute_verdict_parity
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.optional import require
+from deepfake_detector.scoring import ModelOutputs
+from deepfake_detector.stored_settings import StoredSettings
 
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = ("int8", "int8-static")
 FORMATS = ("onnx",)
 # An fp32 export only reorders float arithmetic: logits stay this close to PyTorch's.
 FP32_MAX_LOGIT_DIFF = 1e-3
@@ -72,17 +76,25 @@ def export_onnx(
     revision: str | None = None,
     allow_pickle: bool = False,
     check_images: list | None = None,
+    calibration_images: list | None = None,
+    recipe=None,
 ) -> ExportResult:
     """Exports a checkpoint to an ONNX folder and checks it against the PyTorch model.
 
     Args:
         model: Checkpoint folder, hub id or alias, as for `Detector.from_pretrained`.
         out: The folder to create; it must not exist yet, or be empty.
-        quantize: None for fp32, or "int8" (dynamic quantisation).
+        quantize: None for fp32, "int8" (dynamic quantisation) or "int8-static" (outlier-aware static
+            quantisation of a CLIP tower; needs ``calibration_images``).
         revision: Hub revision of ``model``.
         allow_pickle: Accept pickle-only checkpoints (trusted files only).
         check_images: Inputs to check parity on (paths, bytes, PIL images, arrays); default:
             `DEFAULT_CHECK_COUNT` synthetic photographs. Use images like the ones you will score.
+        calibration_images: For "int8-static": images like the ones you will score (from the training
+            split, never the test split), whose activation ranges fix the int8 scales;
+            `int8_static.select_calibration_images` picks them from labelled data.
+        recipe: For "int8-static": an `int8_static.Int8Recipe` (which layers); default: the one
+            measured for ViT-B/16.
 
     Returns:
         What was written and the parity it measured.
@@ -101,6 +113,10 @@ def export_onnx(
         raise ExportError(
             f"--quantize {quantize!r} is not supported; choose one of: {', '.join(QUANTIZE_CHOICES)}"
         )
+    if (quantize == "int8-static") != bool(calibration_images):
+        raise ExportError(
+            "--quantize int8-static needs calibration images (--calibration-data), and only it uses them"
+        )
     for module in ("onnx", "onnxscript", "onnxruntime"):
         require(module, "onnx")
     out = Path(out)
@@ -113,18 +129,32 @@ def export_onnx(
     preprocessor = ImagePreprocessor(processor)
     images = [load_image(image) for image in check_images] if check_images else _synthetic_photos()
     pixel_values = np.stack([preprocessor(image) for image in images])  # (N, 3, H, W)
-    precision = quantize or "fp32"
+    precision = "int8" if quantize else "fp32"
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _export_graph(torch_model, pixel_values[:2], staging / ONNX_FILE)
+        quantization = None
+        if quantize == "int8-static":
+            quantization = _export_int8_static(
+                torch_model, preprocessor, calibration_images, recipe, staging / ONNX_FILE
+            )
+        else:
+            _export_graph(torch_model, pixel_values[:2], staging / ONNX_FILE)
         if quantize == "int8":
             _quantize_int8(staging / ONNX_FILE)
-        reference = _compute_in_batches(TorchEngine(torch_model), pixel_values)  # (N, C)
+            quantization = {"method": "dynamic"}
+        reference = _compute_in_batches(TorchEngine(torch_model), pixel_values)
         exported = _compute_in_batches(OnnxEngine(staging / ONNX_FILE, precision=precision), pixel_values)
-        parity = compute_logit_parity(reference, exported, roles.fake_ids)
-        max_logit_diff = float(np.abs(reference - exported).max())
+        domains = getattr(torch_model.config, "domains", None)
+        parity = compute_verdict_parity(
+            reference,
+            exported,
+            fake_ids=roles.fake_ids,
+            calibration=StoredSettings.from_config(torch_model.config).calibration,
+            domains=tuple(domains) if domains else None,
+        )
+        max_logit_diff = float(np.abs(reference.logits - exported.logits).max())
         if not parity.passed or (precision == "fp32" and max_logit_diff > FP32_MAX_LOGIT_DIFF):
             raise ExportError(
                 f"the {precision} ONNX export does not score like the PyTorch model: {parity.describe()}; "
@@ -136,6 +166,8 @@ def export_onnx(
         torch_model.config.save_pretrained(staging)
         processor.save_pretrained(staging)
         info = _export_info(checkpoint, precision, torch_model, parity, max_logit_diff, len(images))
+        if quantization:
+            info["quantization"] = quantization
         (staging / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)
@@ -149,10 +181,17 @@ def export_onnx(
     return ExportResult(out, precision, parity, max_logit_diff)
 
 
-def _compute_in_batches(engine, pixel_values: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """Logits in batches of ``predict``'s default size: int8 quantises activations per batch."""
+def _compute_in_batches(
+    engine, pixel_values: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
+) -> ModelOutputs:
+    """Outputs in batches of ``predict``'s default size: dynamic int8 quantises activations per batch."""
     batches = [pixel_values[start : start + batch_size] for start in range(0, len(pixel_values), batch_size)]
-    return np.concatenate([engine.compute_logits(batch) for batch in batches])  # (N, C)
+    outputs = [engine.compute_outputs(batch) for batch in batches]
+    domain_logits = [output.domain_logits for output in outputs]
+    return ModelOutputs(
+        np.concatenate([output.logits for output in outputs]),  # (N, C)
+        None if domain_logits[0] is None else np.concatenate(domain_logits),  # (N, domains)
+    )
 
 
 def _export_graph(model, example: np.ndarray, path: Path) -> None:
@@ -194,6 +233,26 @@ def _export_graph(model, example: np.ndarray, path: Path) -> None:
         raise ExportError(
             f"torch.onnx.export failed for this model: {type(error).__name__}: {error}"
         ) from error
+
+
+def _export_int8_static(model, preprocessor, calibration_images: list, recipe, path: Path) -> dict:
+    """Writes the outlier-aware static int8 graph of ``model`` to ``path``; returns what export.json
+    records of it."""
+    from deepfake_detector.export import int8_static
+    from deepfake_detector.io.images import load_image
+
+    recipe = recipe or int8_static.Int8Recipe()
+    layers = recipe.quantised_layers(model)
+    pixel_values = np.stack([preprocessor(load_image(image)) for image in calibration_images])  # (N, 3, H, W)
+
+    def batches():
+        step = int8_static.CALIBRATION_BATCH
+        return (pixel_values[start : start + step] for start in range(0, len(pixel_values), step))
+
+    ranges = int8_static.collect_input_ranges(model, batches(), layers)
+    _export_graph(int8_static.smooth_model(model, ranges, recipe), pixel_values[:2], path)
+    int8_static.quantize_static(path, layers, batches)
+    return {"method": "static", **recipe.to_dict(), "calibration_images": len(pixel_values)}
 
 
 def _quantize_int8(path: Path) -> None:

@@ -9,12 +9,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from deepfake_detector.scoring import compute_fake_scores, compute_probabilities
+from deepfake_detector.scoring import (
+    Calibration,
+    ModelOutputs,
+    compute_scores,
+)
 
 # The bar of issue 5: a faster engine may change a score a little but must keep the answer. At 99.5%
-# top-1 agreement at most 1 image in 200 changes its label; a median fake-score shift of 0.01 is well
+# agreement at most 1 image in 200 changes its answer; a median fake-score shift of 0.01 is well
 # below the spacing of any threshold a user would set.
-MIN_TOP1_AGREEMENT = 0.995
+MIN_AGREEMENT = 0.995
 MAX_MEDIAN_SCORE_DIFF = 0.01
 
 
@@ -24,25 +28,27 @@ class ParityReport:
 
     Attributes:
         count: Number of inputs compared.
-        top1_agreement: Fraction of inputs whose top label is the same, in [0, 1].
+        agreement: Fraction of inputs whose answer (``compared``) is the same, in [0, 1].
         max_score_diff: Largest |fake-score difference|.
         median_score_diff: Median |fake-score difference|.
+        compared: Which answer: "top-1" (the top label) or "verdict" (at the checkpoint's thresholds).
     """
 
     count: int
-    top1_agreement: float
+    agreement: float
     max_score_diff: float
     median_score_diff: float
+    compared: str = "top-1"
 
     @property
     def passed(self) -> bool:
-        """Whether the candidate meets the bar (`MIN_TOP1_AGREEMENT`, `MAX_MEDIAN_SCORE_DIFF`)."""
-        return self.top1_agreement >= MIN_TOP1_AGREEMENT and self.median_score_diff <= MAX_MEDIAN_SCORE_DIFF
+        """Whether the candidate meets the bar (`MIN_AGREEMENT`, `MAX_MEDIAN_SCORE_DIFF`)."""
+        return self.agreement >= MIN_AGREEMENT and self.median_score_diff <= MAX_MEDIAN_SCORE_DIFF
 
     def describe(self) -> str:
         return (
-            f"top-1 agreement {self.top1_agreement:.1%} over {self.count} inputs (bar >= "
-            f"{MIN_TOP1_AGREEMENT:.1%}), |fake-score difference| median {self.median_score_diff:.2g} "
+            f"{self.compared} agreement {self.agreement:.1%} over {self.count} inputs (bar >= "
+            f"{MIN_AGREEMENT:.1%}), |fake-score difference| median {self.median_score_diff:.2g} "
             f"(bar <= {MAX_MEDIAN_SCORE_DIFF}), max {self.max_score_diff:.2g}"
         )
 
@@ -55,14 +61,16 @@ def compute_score_parity(
     scores: np.ndarray,
     reference_labels: np.ndarray,
     labels: np.ndarray,
+    compared: str = "top-1",
 ) -> ParityReport:
-    """Compares fake scores and top labels of two runs over the same inputs.
+    """Compares fake scores and answers (top labels, or verdicts) of two runs over the same inputs.
 
     Args:
         reference_scores: Fake scores of the reference run, shape (N,).
         scores: Fake scores of the candidate run, shape (N,).
         reference_labels: Top label (index or name) per input of the reference run, shape (N,).
         labels: Top label per input of the candidate run, shape (N,).
+        compared: What the labels are, for the report: "top-1" or "verdict".
 
     Raises:
         ValueError: The runs have different lengths or are empty.
@@ -76,18 +84,29 @@ def compute_score_parity(
     diff = np.abs(reference_scores - scores)  # (N,)
     return ParityReport(
         count=len(scores),
-        top1_agreement=float(np.mean(np.asarray(reference_labels) == np.asarray(labels))),
+        agreement=float(np.mean(np.asarray(reference_labels) == np.asarray(labels))),
         max_score_diff=float(diff.max()),
         median_score_diff=float(np.median(diff)),
+        compared=compared,
     )
 
 
-def compute_logit_parity(
-    reference_logits: np.ndarray, logits: np.ndarray, fake_ids: tuple[int, ...]
+def compute_verdict_parity(
+    reference: ModelOutputs,
+    candidate: ModelOutputs,
+    *,
+    fake_ids: tuple[int, ...],
+    calibration: Calibration,
+    domains: tuple[str, ...] | None = None,
 ) -> ParityReport:
-    """Compares two engines' logits for the same inputs, both shape (N, C)."""
-    reference_scores = compute_fake_scores(compute_probabilities(reference_logits), fake_ids)  # (N,)
-    scores = compute_fake_scores(compute_probabilities(logits), fake_ids)  # (N,)
+    """Compares two engines' outputs for the same inputs as a user sees them: fake scores and verdicts
+    by the checkpoint's own rule (`compute_scores`: temperature, each domain's thresholds)."""
+    ours = compute_scores(reference, fake_ids=fake_ids, calibration=calibration, domains=domains)
+    theirs = compute_scores(candidate, fake_ids=fake_ids, calibration=calibration, domains=domains)
     return compute_score_parity(
-        reference_scores, scores, np.argmax(reference_logits, axis=-1), np.argmax(logits, axis=-1)
+        [score.fake_score for score in ours],
+        [score.fake_score for score in theirs],
+        [score.verdict for score in ours],
+        [score.verdict for score in theirs],
+        compared="verdict",
     )

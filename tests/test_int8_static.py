@@ -1,0 +1,184 @@
+"""Outlier-aware static int8 (`export --quantize int8-static`): the migration leaves the float model's
+answers alone, only the recipe's matrix multiplies become int8, and the export scores like PyTorch."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from deepfake_detector import Detector
+from deepfake_detector.cli.main import main
+
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
+pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
+
+BLOCKS = 5  # the default recipe keeps blocks 0-2 in fp32: two blocks are left to quantise
+
+
+@pytest.fixture(scope="module")
+def clip_detector(tmp_path_factory):
+    """A tiny CLIP detector with domains and five blocks, saved whole."""
+    from tests.test_clip_backbone import TWO_DOMAINS, build_tiny_detector, build_tiny_tower
+
+    folder = tmp_path_factory.mktemp("int8-static")
+    build_tiny_tower(num_hidden_layers=BLOCKS).save_pretrained(folder / "backbone")
+    return build_tiny_detector(folder / "backbone", folder / "detector", domains=TWO_DOMAINS)
+
+
+@pytest.fixture(scope="module")
+def manifest(varied_images, tmp_path_factory):
+    """A manifest of copies of the varied images under 288 names, all in train."""
+    folder = tmp_path_factory.mktemp("calibration")
+    rows = []
+    for copy in range(12):  # 288 images: 16 to calibrate on and the 256 the parity check holds out
+        for index, path in enumerate(varied_images):
+            target = folder / f"{copy}-{path.name}"
+            target.write_bytes(path.read_bytes())
+            rows.append([str(target), "fake" if index % 2 else "real", "train"])
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label", "split"], *rows])
+    return path
+
+
+def test_the_migration_leaves_the_float_model_s_outputs_unchanged(clip_detector):
+    import torch
+
+    from deepfake_detector.export.int8_static import Int8Recipe, collect_input_ranges, smooth_model
+    from deepfake_detector.modeling.checkpoints import load_model_and_processor, resolve_checkpoint
+
+    model, _ = load_model_and_processor(resolve_checkpoint(clip_detector))
+    recipe = Int8Recipe(float_blocks=(1,))
+    pixels = (torch.rand(6, 3, 32, 32) * 4 - 2).numpy()
+    ranges = collect_input_ranges(model, iter([pixels]), recipe.quantised_layers(model))
+    assert sorted(ranges) == sorted(recipe.quantised_layers(model))
+    smoothed = smooth_model(model, ranges, recipe)
+    with torch.no_grad():
+        before = model(pixel_values=torch.from_numpy(pixels))
+        after = smoothed(pixel_values=torch.from_numpy(pixels))
+        moved = [
+            not torch.equal(a, b)
+            for a, b in zip(model.state_dict().values(), smoothed.state_dict().values(), strict=True)
+        ]
+    assert sum(moved) > 0  # the weights did change...
+    np.testing.assert_allclose(after.logits.numpy(), before.logits.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        after.domain_logits.numpy(), before.domain_logits.numpy(), rtol=1e-4, atol=1e-3
+    )
+
+
+def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
+    clip_detector, manifest, varied_images, tmp_path
+):
+    import onnx
+
+    from deepfake_detector.export.int8_static import matmul_nodes
+
+    out = tmp_path / "int8"
+    args = ["export", "--quantize", "int8-static", "--model", str(clip_detector), "--out", str(out)]
+    assert main([*args, "--calibration-data", str(manifest), "--calibration-count", "16"]) == 0
+
+    graph = onnx.load(out / "model.onnx")
+    weights = {init.name for init in graph.graph.initializer}
+    dequantised = {  # weights read back from int8
+        node.output[0]
+        for node in graph.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights
+    }
+    int8_nodes = {
+        node.name for node in graph.graph.node if node.op_type == "MatMul" and node.input[1] in dequantised
+    }
+    every_linear = [
+        f"vision_model.encoder.layers.{block}.{part}"
+        for block in range(BLOCKS)
+        for part in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.out_proj",
+            "mlp.fc1",
+            "mlp.fc2",
+        )
+    ]
+    modules = matmul_nodes(graph, every_linear)
+    assert sorted(modules.values()) == sorted(every_linear)  # the graph names every layer's MatMul
+    assert sorted(modules[node] for node in int8_nodes) == sorted(
+        name for name in every_linear if name.split(".")[3] in ("3", "4") and not name.endswith("fc2")
+    )
+
+    info = json.loads((out / "export.json").read_text())
+    assert info["precision"] == "int8"
+    assert info["quantization"] == {
+        "method": "static",
+        "parts": ["q", "k", "v", "o", "fc1"],
+        "float_blocks": [0, 1, 2],
+        "alpha": 0.7,
+        "calibration_images": 16,
+    }
+    assert info["parity"]["check_images"] == 256 and info["parity"]["passed"]
+
+    exported = Detector.from_pretrained(out, jpeg_draft=False).predict(varied_images)
+    reference = Detector.from_pretrained(clip_detector, precision="fp32", engine="torch").predict(
+        varied_images
+    )
+    for ours, theirs in zip(exported, reference, strict=True):
+        assert ours.domain == theirs.domain
+        assert ours.fake_score == pytest.approx(theirs.fake_score, abs=0.05)
+
+
+def test_int8_static_says_what_it_needs(clip_detector, seed_checkpoint, manifest, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert (
+        main(["export", "--quantize", "int8-static", "--model", str(clip_detector), "--out", str(out)]) == 2
+    )
+    assert "--quantize int8-static needs calibration images (--calibration-data)" in capsys.readouterr().err
+    calibration = ["--calibration-data", str(manifest), "--calibration-count", "8"]
+    assert (
+        main(
+            [
+                "export",
+                "--quantize",
+                "int8-static",
+                "--model",
+                str(seed_checkpoint),
+                "--out",
+                str(out),
+                *calibration,
+            ]
+        )
+        == 2
+    )
+    assert "int8-static needs a CLIP image tower" in capsys.readouterr().err
+    too_many = ["--calibration-data", str(manifest), "--calibration-count", "100"]
+    assert (
+        main(
+            [
+                "export",
+                "--quantize",
+                "int8-static",
+                "--model",
+                str(clip_detector),
+                "--out",
+                str(out),
+                *too_many,
+            ]
+        )
+        == 2
+    )
+    assert "the 'train' split has" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_calibration_and_check_images_are_disjoint_equal_shares(manifest, tmp_path):
+    from deepfake_detector.export.int8_static import select_calibration_images
+
+    other = tmp_path / "other.csv"
+    other.write_text(manifest.read_text())
+    calibration, check = select_calibration_images([manifest, other], count=9, check_count=4)
+    assert len(calibration) == 9 and len(check) == 4
+    assert not set(calibration) & set(check)
+    again = select_calibration_images([manifest, other], count=9, check_count=4)
+    assert again == (calibration, check)  # reproducible
