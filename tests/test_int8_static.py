@@ -131,44 +131,16 @@ def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
 
 def test_int8_static_says_what_it_needs(clip_detector, seed_checkpoint, manifest, tmp_path, capsys):
     out = tmp_path / "x"
-    assert (
-        main(["export", "--quantize", "int8-static", "--model", str(clip_detector), "--out", str(out)]) == 2
-    )
-    assert "--quantize int8-static needs calibration images (--calibration-data)" in capsys.readouterr().err
-    calibration = ["--calibration-data", str(manifest), "--calibration-count", "8"]
-    assert (
-        main(
-            [
-                "export",
-                "--quantize",
-                "int8-static",
-                "--model",
-                str(seed_checkpoint),
-                "--out",
-                str(out),
-                *calibration,
-            ]
-        )
-        == 2
-    )
-    assert "int8-static needs a CLIP image tower" in capsys.readouterr().err
-    too_many = ["--calibration-data", str(manifest), "--calibration-count", "100"]
-    assert (
-        main(
-            [
-                "export",
-                "--quantize",
-                "int8-static",
-                "--model",
-                str(clip_detector),
-                "--out",
-                str(out),
-                *too_many,
-            ]
-        )
-        == 2
-    )
-    assert "the 'train' split has" in capsys.readouterr().err
+
+    def export(model, *extra: str) -> str:
+        args = ["export", "--quantize", "int8-static", "--model", str(model), "--out", str(out), *extra]
+        assert main(args) == 2
+        return capsys.readouterr().err
+
+    calibration = ["--calibration-data", str(manifest), "--calibration-count"]
+    assert "--quantize int8-static needs calibration images (--calibration-data)" in export(clip_detector)
+    assert "int8-static needs a CLIP image tower" in export(seed_checkpoint, *calibration, "8")
+    assert "the 'train' split has 288 images" in export(clip_detector, *calibration, "100")
     assert not out.exists()
 
 

@@ -92,7 +92,8 @@ def export_onnx(
             `DEFAULT_CHECK_COUNT` synthetic photographs. Use images like the ones you will score.
         calibration_images: For "int8-static": images like the ones you will score (from the training
             split, never the test split), whose activation ranges fix the int8 scales;
-            `int8_static.select_calibration_images` picks them from labelled data.
+            `int8_static.select_calibration_images` picks them, and held-out ``check_images``, from
+            labelled data (as ``export --calibration-data`` does).
         recipe: For "int8-static": an `int8_static.Int8Recipe` (which layers); default: the one
             measured for ViT-B/16.
 

@@ -9,11 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from deepfake_detector.scoring import (
-    Calibration,
-    ModelOutputs,
-    compute_scores,
-)
+from deepfake_detector.scoring import Calibration, ModelOutputs, compute_scores
 
 # The bar of issue 5: a faster engine may change a score a little but must keep the answer. At 99.5%
 # agreement at most 1 image in 200 changes its answer; a median fake-score shift of 0.01 is well
@@ -68,8 +64,9 @@ def compute_score_parity(
     Args:
         reference_scores: Fake scores of the reference run, shape (N,).
         scores: Fake scores of the candidate run, shape (N,).
-        reference_labels: Top label (index or name) per input of the reference run, shape (N,).
-        labels: Top label per input of the candidate run, shape (N,).
+        reference_labels: Answer per input of the reference run (top label index or name, or
+            verdict), shape (N,).
+        labels: Answer per input of the candidate run, shape (N,).
         compared: What the labels are, for the report: "top-1" or "verdict".
 
     Raises:
@@ -101,12 +98,12 @@ def compute_verdict_parity(
 ) -> ParityReport:
     """Compares two engines' outputs for the same inputs as a user sees them: fake scores and verdicts
     by the checkpoint's own rule (`compute_scores`: temperature, each domain's thresholds)."""
-    ours = compute_scores(reference, fake_ids=fake_ids, calibration=calibration, domains=domains)
-    theirs = compute_scores(candidate, fake_ids=fake_ids, calibration=calibration, domains=domains)
+    expected = compute_scores(reference, fake_ids=fake_ids, calibration=calibration, domains=domains)
+    scored = compute_scores(candidate, fake_ids=fake_ids, calibration=calibration, domains=domains)
     return compute_score_parity(
-        [score.fake_score for score in ours],
-        [score.fake_score for score in theirs],
-        [score.verdict for score in ours],
-        [score.verdict for score in theirs],
+        [score.fake_score for score in expected],
+        [score.fake_score for score in scored],
+        [score.verdict for score in expected],
+        [score.verdict for score in scored],
         compared="verdict",
     )
