@@ -90,30 +90,19 @@ def compute_outputs(model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def collect_channel_ranges(model, pixels: np.ndarray) -> dict[str, torch.Tensor]:
-    """(min, max) of the input per channel, (2, in), of every linear layer in the blocks, over ``pixels``."""
-    maxima: dict[str, torch.Tensor] = {}
+    """(min, max) of the input per channel, (2, in), of every linear layer in the blocks, over ``pixels``
+    (`int8_static.collect_input_ranges`, as the export measures them)."""
+    from deepfake_detector.export.int8_static import collect_input_ranges
 
-    def hook(name):
-        def record(module, inputs, output):
-            flat = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
-            value = torch.stack([flat.amin(0), flat.amax(0)])  # (2, in): min and max per channel
-            if name in maxima:
-                value = torch.stack(
-                    [torch.minimum(maxima[name][0], value[0]), torch.maximum(maxima[name][1], value[1])]
-                )
-            maxima[name] = value
-
-        return record
-
-    handles = [
-        module.register_forward_hook(hook(name))
+    names = [
+        name
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and name.startswith(LAYERS)
     ]
-    compute_outputs(model, pixels)
-    for handle in handles:
-        handle.remove()
-    return maxima
+    batches = (pixels[start : start + BATCH].astype(np.float32) for start in range(0, len(pixels), BATCH))
+    return {
+        name: torch.from_numpy(value) for name, value in collect_input_ranges(model, batches, names).items()
+    }
 
 
 class FakeQuantLinear(torch.nn.Module):
