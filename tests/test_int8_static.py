@@ -1,5 +1,6 @@
 """Outlier-aware static int8 (`export --quantize int8-static`): the migration leaves the float model's
-answers alone, only the recipe's matrix multiplies become int8, and the export scores like PyTorch."""
+answers alone, only the recipe's matrix multiplies become int8, and the export scores like PyTorch by
+the measure every export is checked with: verdicts at each domain's threshold."""
 
 from __future__ import annotations
 
@@ -154,3 +155,25 @@ def test_calibration_and_check_images_are_disjoint_equal_shares(manifest, tmp_pa
     assert not set(calibration) & set(check)
     again = select_calibration_images([manifest, other], count=9, check_count=4)
     assert again == (calibration, check)  # reproducible
+
+
+def test_the_export_check_compares_verdicts_at_each_domain_s_threshold():
+    from deepfake_detector.inference.parity import compute_verdict_parity
+    from deepfake_detector.scoring import Calibration, ModelOutputs, Thresholds
+
+    def outputs(fake_scores, domains):  # logits (real, fake) with these fake scores; domain index per row
+        scores = np.asarray(fake_scores)
+        logits = np.stack([np.zeros_like(scores), np.log(scores / (1 - scores))], axis=1)
+        return ModelOutputs(logits.astype(np.float32), np.eye(2, dtype=np.float32)[domains])
+
+    calibration = Calibration(
+        domain_thresholds={"face": Thresholds(0.8, 0.8), "general": Thresholds(0.3, 0.3)}
+    )
+    check = dict(fake_ids=(1,), calibration=calibration, domains=("face", "general"))
+    # Across 0.5 but not across the face threshold (0.8): the same verdict, though the top class moved.
+    same = compute_verdict_parity(outputs([0.45, 0.2], [0, 1]), outputs([0.55, 0.25], [0, 1]), **check)
+    assert same.compared == "verdict" and same.agreement == 1.0
+    # Across the general threshold (0.3), nowhere near 0.5: a changed verdict.
+    moved = compute_verdict_parity(outputs([0.45, 0.28], [0, 1]), outputs([0.45, 0.32], [0, 1]), **check)
+    assert moved.agreement == 0.5 and not moved.passed
+    assert "verdict agreement 50.0% over 2 inputs" in moved.describe()
