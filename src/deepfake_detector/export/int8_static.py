@@ -51,7 +51,7 @@ CALIBRATION_BATCH = 8
 DEFAULT_CALIBRATION_COUNT = 320
 # The parity bar (verdict agreement >= 99.5%) can only be measured on 200 images or more: one image
 # near a threshold that moves to the other side is 98.4% of 64.
-DEFAULT_CHECK_COUNT = 256
+HELD_OUT_CHECK_COUNT = 256
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def select_calibration_images(
     *,
     split: str = "train",
     count: int = DEFAULT_CALIBRATION_COUNT,
-    check_count: int = DEFAULT_CHECK_COUNT,
+    check_count: int = HELD_OUT_CHECK_COUNT,
     seed: int = 0,
 ) -> tuple[list[str], list[str]]:
     """Image paths to calibrate on and others to check parity on, drawn at random, in equal shares from
