@@ -20,7 +20,8 @@ remedy the literature uses before building a runtime for it:
   those a variant names after ``@`` (0-based, e.g. ``q+k+v+o+fc1@0,1`` keeps blocks 0 and 1 in
   float); attention's own matmuls, LayerNorms and the heads stay float.
 
-It reports, on the *val* split (all of ``modern/`` val and every third ``faces/`` val image), the
+It reports, on the *val* split (all of ``modern/`` val and every ``--faces-every``-th ``faces/`` val
+image, by default every third; 1: the whole split), the
 agreement with fp32 (domains, verdicts at each domain's stored threshold, fake-score differences) and
 ROC-AUC of both. Fake-quantisation measures accuracy, not speed: the simulated model runs in fp32.
 Preprocessed pixels, the fp32 outputs and the channel ranges are cached in ``--cache`` (float16 pixels),
@@ -187,20 +188,27 @@ def build_fake_quant(
     return quantised
 
 
-def compute_onnx_outputs(model, ranges, parts, float_blocks, alpha, calibration, pixels, cache: Path):
+def compute_onnx_outputs(
+    model, parts, float_blocks, alpha, weight_rounding, calibration, pixels, cache: Path
+):
     """Routed and domain logits of ``export --quantize int8-static``'s graph for this variant."""
     from deepfake_detector.export.int8_static import (
         CALIBRATION_BATCH,
         Int8Recipe,
+        prepare_model,
         quantize_static,
-        smooth_model,
     )
     from deepfake_detector.export.onnx import _export_graph
     from deepfake_detector.inference.engines import OnnxEngine
 
     if set(parts.values()) != {"symmetric"}:
         raise SystemExit("--runtime onnx builds symmetric static activations only")
-    recipe = Int8Recipe(parts=tuple(parts), float_blocks=tuple(sorted(float_blocks)), alpha=alpha)
+    recipe = Int8Recipe(
+        parts=tuple(parts),
+        float_blocks=tuple(sorted(float_blocks)),
+        alpha=alpha,
+        weight_rounding=weight_rounding,
+    )
     calibration = calibration.astype(np.float32)
 
     def batches():
@@ -209,8 +217,7 @@ def compute_onnx_outputs(model, ranges, parts, float_blocks, alpha, calibration,
 
     path = cache / "onnx" / "model.onnx"
     path.parent.mkdir(exist_ok=True)
-    smoothed = smooth_model(model, {name: value.numpy() for name, value in ranges.items()}, recipe)
-    _export_graph(smoothed, calibration[:2], path)
+    _export_graph(prepare_model(model, batches, recipe), calibration[:2], path)
     quantize_static(path, recipe.quantised_layers(model), batches)
     engine = OnnxEngine(path, precision="int8")
     outputs = [
@@ -243,7 +250,8 @@ def describe(name, rows, reference, candidate, fake_ids, thresholds) -> str:
         f"top-1 agree {np.mean(ref_top1 == top1):.2%}",
         f"verdicts agree {np.mean(ref_verdict == verdict):.2%} ({int(np.sum(ref_verdict != verdict))} of "
         f"{len(rows)} differ)",
-        f"|score diff| median {np.median(diff):.4f} p99 {np.quantile(diff, 0.99):.3f}",
+        f"|score diff| mean {np.mean(diff):.4f} median {np.median(diff):.4f} "
+        f"p99 {np.quantile(diff, 0.99):.3f}",
     ]
     labels = np.array([row[2] for row in rows], dtype=object)
     datasets = np.array([row[0] for row in rows])
@@ -275,6 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         help="simulated: fake quantisation in PyTorch; onnx: the graph `export --quantize int8-static` "
         "builds (symmetric static activations only), run by ONNX Runtime (%(default)s)",
     )
+    parser.add_argument(
+        "--weight-rounding",
+        choices=("gptq", "nearest"),
+        default="gptq",
+        help="--runtime onnx: how the export rounds weights (%(default)s); the simulation rounds to nearest",
+    )
+    parser.add_argument(
+        "--faces-every", type=int, default=3, help="score every n-th faces/ val image (%(default)s; 1: all)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -295,15 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     val_pixels = cached_pixels(args.cache, "val", val, processor)
 
     started = time.perf_counter()
-    keep = np.array([i for i, row in enumerate(val) if row[0] == "modern" or i % 3 == 0])
+    every = args.faces_every
+    keep = np.array([i for i, row in enumerate(val) if row[0] == "modern" or i % every == 0])
     rows = [val[i] for i in keep]
-    reference_path = args.cache / "val_kept_fp32_logits.npy"
+    kept = "kept" if every == 3 else f"every{every}"  # "kept": the name of the first cache, every third
+    reference_path = args.cache / f"val_{kept}_fp32_logits.npy"
     if reference_path.is_file():
-        reference = np.load(reference_path), np.load(args.cache / "val_kept_fp32_domain.npy")
+        reference = np.load(reference_path), np.load(args.cache / f"val_{kept}_fp32_domain.npy")
     else:
         reference = compute_outputs(model, val_pixels[keep])
         np.save(reference_path, reference[0])
-        np.save(args.cache / "val_kept_fp32_domain.npy", reference[1])
+        np.save(args.cache / f"val_{kept}_fp32_domain.npy", reference[1])
     ranges_path = args.cache / "ranges.pt"
     if ranges_path.is_file():
         ranges = torch.load(ranges_path)
@@ -321,10 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.runtime == "onnx":
             candidate = compute_onnx_outputs(
                 model,
-                ranges,
                 parts,
                 float_blocks,
                 args.alpha,
+                args.weight_rounding,
                 calibration_pixels,
                 val_pixels[keep],
                 args.cache,
@@ -334,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             candidate = compute_outputs(quantised, val_pixels[keep])
         print(
             describe(
-                f"{args.runtime} alpha {args.alpha} {args.activations} {variant}",
+                f"{args.runtime} alpha {args.alpha} {args.activations} {variant}"
+                + (f" weights {args.weight_rounding}" if args.runtime == "onnx" else ""),
                 rows,
                 reference,
                 candidate,

@@ -71,6 +71,37 @@ def test_the_migration_leaves_the_float_model_s_outputs_unchanged(clip_detector)
     )
 
 
+def test_gptq_rounds_onto_onnx_runtime_s_grid_and_moves_outputs_less_than_rounding_to_nearest():
+    import torch
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    from deepfake_detector.export.int8_static import WEIGHT_LEVELS, round_weights
+
+    generator = torch.Generator().manual_seed(0)
+    # Correlated inputs with two outlier channels, as a smoothed CLIP layer still sees.
+    inputs = torch.randn(4000, 24, generator=generator) @ torch.randn(24, 24, generator=generator)
+    inputs[:, :2] *= 8.0
+    model = torch.nn.Sequential(torch.nn.Linear(24, 40))
+    original = model[0].weight.detach().clone().double()
+    round_weights(model, {"0": (inputs.double().T @ inputs.double() / len(inputs)).numpy()})
+    rounded = model[0].weight.detach().double()
+
+    step = original.abs().amax(1, keepdim=True) / WEIGHT_LEVELS
+    levels = rounded / step
+    assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.abs().max() <= WEIGHT_LEVELS
+    for row, values in zip(rounded.numpy(), levels.round().numpy(), strict=True):  # what ONNX Runtime stores
+        _, _, stored = quantize_data(
+            row.astype(np.float32), TensorProto.INT8, symmetric=True, reduce_range=True
+        )
+        np.testing.assert_array_equal(stored, values)
+
+    nearest = torch.round(original / step) * step
+    moved_by_gptq = ((inputs.double() @ (rounded - original).T) ** 2).mean()
+    moved_by_nearest = ((inputs.double() @ (nearest - original).T) ** 2).mean()
+    assert moved_by_gptq < 0.7 * moved_by_nearest
+
+
 def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
     clip_detector, manifest, varied_images, tmp_path
 ):
@@ -117,6 +148,7 @@ def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
         "parts": ["q", "k", "v", "o", "fc1"],
         "float_blocks": [0, 1, 2],
         "alpha": 0.7,
+        "weight_rounding": "gptq",
         "calibration_images": 16,
     }
     assert info["parity"]["check_images"] == 256 and info["parity"]["passed"]

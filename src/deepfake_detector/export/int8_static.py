@@ -15,12 +15,18 @@ literature uses, built here:
    output channel in 7 bits (``reduce_range``: CPUs without VNNI sum u8 x s8 products in saturating
    int16 pairs, which 7 bits keep from overflowing).
    Everything else (the first blocks, fc2, attention's own products, LayerNorms, the heads) stays fp32.
+4. GPTQ weight rounding (Frantar et al. 2023, ``weight_rounding="gptq"``): before ONNX Runtime stores
+   the weights, each one is put on the grid ONNX Runtime will use, one input column at a time, and
+   each column's rounding error is compensated in the columns not yet rounded, weighted by the
+   second moments of the layer's (smoothed) input on the calibration images. Each layer's output
+   error falls to a fraction of rounding to nearest's; what is left is mostly the 8-bit activations.
 
 Which layers: `benchmarks/int8_smoothquant.py` measured the choices on the val split, simulated and
 as built here (``--runtime onnx``). fc2's input (after the MLP's activation) breaks int8 even after
 migration, and the first blocks' errors reach the heads directly, so `Int8Recipe`'s default
 quantises q, k, v, out_proj and fc1 of blocks 4-12. docs/speed.md has the figures, and the cost: on
-the test splits ROC-AUC held but 1.4% of `faces/` verdicts changed.
+the test splits ROC-AUC held but 1.4% of `faces/` verdicts changed (weights rounded to nearest,
+before GPTQ, which halved the changed verdicts on val: 4 of 1,075 against 8).
 """
 
 from __future__ import annotations
@@ -48,6 +54,12 @@ PARTS = {
     "fc1": "mlp.fc1",
 }
 CALIBRATION_BATCH = 8
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
+# ONNX Runtime's int8 weights with reduce_range: symmetric, per output channel, integers in [-64, 64]
+# (a step of max|w| / 64), so that a u8 x s8 pair sum fits int16 on CPUs without VNNI.
+WEIGHT_LEVELS = 64
+# GPTQ's damping of the second-moment matrix, as a share of its mean diagonal (the paper's 1%).
+GPTQ_DAMPING = 0.01
 DEFAULT_CALIBRATION_COUNT = 320
 # The parity bar (verdict agreement >= 99.5%) can only be measured on 200 images or more: one image
 # near a threshold that moves to the other side is 98.4% of 64.
@@ -69,9 +81,22 @@ class Int8Recipe:
     # On the val split (409 images, ONNX Runtime): 0.5 moved the median fake score by 0.0027 (p99
     # 0.134), 0.7 by 0.0020 (p99 0.099); 0.8 cost the general domain 0.026 of ROC-AUC.
     alpha: float = 0.7
+    # "gptq" (error-compensating, `round_weights`) or "nearest" (ONNX Runtime's own rounding).
+    weight_rounding: str = "gptq"
+
+    def __post_init__(self) -> None:
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ValueError(
+                f"weight_rounding must be one of {WEIGHT_ROUNDINGS}, not {self.weight_rounding!r}"
+            )
 
     def to_dict(self) -> dict:
-        return {"parts": list(self.parts), "float_blocks": list(self.float_blocks), "alpha": self.alpha}
+        return {
+            "parts": list(self.parts),
+            "float_blocks": list(self.float_blocks),
+            "alpha": self.alpha,
+            "weight_rounding": self.weight_rounding,
+        }
 
     def quantised_layers(self, model) -> list[str]:
         """Module names of the linear layers this recipe quantises in ``model``."""
@@ -120,21 +145,104 @@ def select_calibration_images(
     return calibration, check
 
 
+def prepare_model(model, batches: Callable[[], Iterator[np.ndarray]], recipe: Int8Recipe):
+    """A copy of ``model`` ready for `quantize_static`: outliers migrated (`smooth_model`) and, with
+    GPTQ rounding, the quantised layers' weights already on ONNX Runtime's grid (`round_weights`).
+    ``batches()`` yields calibration pixel batches; it is read once, or twice with GPTQ."""
+    layers = recipe.quantised_layers(model)
+    prepared = smooth_model(model, collect_input_ranges(model, batches(), layers), recipe)
+    if recipe.weight_rounding == "gptq":
+        round_weights(prepared, collect_input_moments(prepared, batches(), layers))
+    return prepared
+
+
 def collect_input_ranges(model, batches: Iterator[np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """(min, max) of each input channel, (2, in), of the linear layers ``names``, over ``batches``."""
     import torch
 
-    ranges: dict[str, torch.Tensor] = {}
+    def update(seen, flat):
+        low, high = flat.amin(0), flat.amax(0)
+        return (low, high) if seen is None else (torch.minimum(seen[0], low), torch.maximum(seen[1], high))
+
+    found = _observe_inputs(model, batches, names, update)
+    return {name: torch.stack(value).numpy() for name, value in found.items()}
+
+
+def collect_input_moments(model, batches: Iterator[np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """E[x x^T], (in, in) float64, of the input x of each linear layer ``names``, over every token of
+    ``batches``."""
+
+    def update(seen, flat):
+        flat = flat.double()
+        count, total = seen or (0, 0.0)
+        return count + len(flat), total + flat.T @ flat
+
+    found = _observe_inputs(model, batches, names, update)
+    return {name: (total / count).numpy() for name, (count, total) in found.items()}
+
+
+def round_weights(model, moments: dict[str, np.ndarray]) -> None:
+    """Puts the weight of each linear layer named in ``moments`` on ONNX Runtime's int8 grid (a step of
+    max|row| / `WEIGHT_LEVELS` per output row), in place, by GPTQ (Frantar et al. 2023): input columns
+    are rounded in order, and each column's rounding error is spread over the columns not yet rounded
+    so that the layer's output on inputs with these second moments moves least.
+
+    Each row keeps its largest magnitude exactly (that weight is exempt from compensation and lies on
+    the grid), so that ONNX Runtime derives the same step from the rounded weight and stores exactly
+    these integers."""
+    import torch
+
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, second_moments in moments.items():
+            linear = modules[name]
+            linear.weight.copy_(_gptq(linear.weight.double(), torch.from_numpy(second_moments)).float())
+
+
+def _gptq(weight, second_moments):
+    """``weight`` (out, in) rounded onto its per-row grid with GPTQ's error compensation, in float64."""
+    import torch
+
+    weight = weight.clone()
+    step = weight.abs().amax(1).clamp(min=1e-12) / WEIGHT_LEVELS  # (out,)
+    keep = weight.abs() == weight.abs().amax(1, keepdim=True)  # each row's largest: exempt, on the grid
+    hessian = second_moments.clone()
+    dead = torch.diagonal(hessian) == 0  # an input channel that never fired: nothing to compensate
+    hessian[dead, dead] = 1.0
+    hessian += GPTQ_DAMPING * torch.diagonal(hessian).mean() * torch.eye(len(hessian), dtype=hessian.dtype)
+    # The upper Cholesky factor of the inverse: row i holds how column i's error spreads to the next.
+    factor = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+    rounded = torch.empty_like(weight)
+    for i in range(weight.shape[1]):
+        column = weight[:, i]
+        rounded[:, i] = torch.clamp(torch.round(column / step), -WEIGHT_LEVELS, WEIGHT_LEVELS) * step
+        error = (column - rounded[:, i]) / factor[i, i]
+        weight[:, i + 1 :] -= (error[:, None] * factor[i, i + 1 :][None, :]).masked_fill(
+            keep[:, i + 1 :], 0.0
+        )
+    return rounded
+
+
+def _observe_inputs(model, batches: Iterator[np.ndarray], names: list[str], update: Callable) -> dict:
+    """{name: state} after running ``batches`` through ``model``, where each batch's input of linear layer
+    ``name``, flattened to (tokens, in), updates its state: ``state = update(state or None, flat)``.
+    Layers that read the same tensor (q, k and v) are observed once."""
+    import torch
+
+    found: dict = {}
+    # id of an input tensor seen in this batch -> (the tensor, kept so that its id is not reused, and
+    # the first layer that read it)
+    shared: dict[int, tuple] = {}
 
     def hook(name: str) -> Callable:
         def record(module, inputs, output) -> None:
-            flat = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
-            seen = torch.stack([flat.amin(0), flat.amax(0)])  # (2, in)
-            if name in ranges:
-                seen = torch.stack(
-                    [torch.minimum(ranges[name][0], seen[0]), torch.maximum(ranges[name][1], seen[1])]
-                )
-            ranges[name] = seen
+            tensor = inputs[0]
+            _, first = shared.setdefault(id(tensor), (tensor, name))
+            if first != name:
+                found[name] = found[first]
+                return
+            flat = tensor.detach().reshape(-1, tensor.shape[-1]).float()
+            found[name] = update(found.get(name), flat)
 
         return record
 
@@ -143,11 +251,12 @@ def collect_input_ranges(model, batches: Iterator[np.ndarray], names: list[str])
     try:
         with torch.inference_mode():
             for batch in batches:
+                shared.clear()
                 model(pixel_values=torch.from_numpy(batch))
     finally:
         for handle in handles:
             handle.remove()
-    return {name: value.numpy() for name, value in ranges.items()}
+    return found
 
 
 def smooth_model(model, ranges: dict[str, np.ndarray], recipe: Int8Recipe):

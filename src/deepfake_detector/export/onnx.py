@@ -250,8 +250,7 @@ def _export_int8_static(model, preprocessor, calibration_images: list, recipe, p
         step = int8_static.CALIBRATION_BATCH
         return (pixel_values[start : start + step] for start in range(0, len(pixel_values), step))
 
-    ranges = int8_static.collect_input_ranges(model, batches(), layers)
-    _export_graph(int8_static.smooth_model(model, ranges, recipe), pixel_values[:2], path)
+    _export_graph(int8_static.prepare_model(model, batches, recipe), pixel_values[:2], path)
     int8_static.quantize_static(path, layers, batches)
     return {"method": "static", **recipe.to_dict(), "calibration_images": len(pixel_values)}
 
