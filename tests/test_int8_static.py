@@ -148,7 +148,7 @@ def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
         "parts": ["q", "k", "v", "o", "fc1"],
         "float_blocks": [0, 1, 2],
         "alpha": 0.7,
-        "weight_rounding": "gptq",
+        "weight_rounding": "nearest",
         "calibration_images": 16,
     }
     assert info["parity"]["check_images"] == 256 and info["parity"]["passed"]
