@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weight-rounding",
         choices=("gptq", "nearest"),
-        default="gptq",
+        default="nearest",
         help="--runtime onnx: how the export rounds weights (%(default)s); the simulation rounds to nearest",
     )
     parser.add_argument(
