@@ -46,7 +46,12 @@ from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.io.images import load_image
 from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL, load_model_and_processor, resolve_checkpoint
 from deepfake_detector.modeling.labels import resolve_label_roles
-from deepfake_detector.scoring import compute_fake_scores, compute_probabilities
+from deepfake_detector.scoring import (
+    ModelOutputs,
+    compute_fake_scores,
+    compute_probabilities,
+    find_near_decisions,
+)
 from deepfake_detector.stored_settings import StoredSettings
 
 LAYERS = "vision_model.encoder.layers"
@@ -191,18 +196,19 @@ def build_fake_quant(
 def compute_onnx_outputs(
     model, parts, float_blocks, alpha, weight_rounding, calibration, pixels, cache: Path
 ):
-    """Routed and domain logits of ``export --quantize int8-static``'s graph for this variant."""
+    """Routed and domain logits of ``export --quantize int8-static``'s int8 graph for this variant
+    (without its fp32 re-check near decisions, which `describe` applies)."""
     from deepfake_detector.export.int8_static import (
         CALIBRATION_BATCH,
         Int8Recipe,
         prepare_model,
-        quantize_static,
+        quantize_per_token,
     )
     from deepfake_detector.export.onnx import _export_graph
     from deepfake_detector.inference.engines import OnnxEngine
 
-    if set(parts.values()) != {"symmetric"}:
-        raise SystemExit("--runtime onnx builds symmetric static activations only")
+    if set(parts.values()) != {"token"}:
+        raise SystemExit("--runtime onnx builds activations quantised per token only (--activations token)")
     recipe = Int8Recipe(
         parts=tuple(parts),
         float_blocks=tuple(sorted(float_blocks)),
@@ -218,7 +224,7 @@ def compute_onnx_outputs(
     path = cache / "onnx" / "model.onnx"
     path.parent.mkdir(exist_ok=True)
     _export_graph(prepare_model(model, batches, recipe), calibration[:2], path)
-    quantize_static(path, recipe.quantised_layers(model), batches)
+    quantize_per_token(path, recipe.quantised_layers(model))
     engine = OnnxEngine(path, precision="int8")
     outputs = [
         engine.compute_outputs(pixels[start : start + BATCH].astype(np.float32))
@@ -263,6 +269,26 @@ def describe(name, rows, reference, candidate, fake_ids, thresholds) -> str:
     return " | ".join(parts)
 
 
+def describe_recheck(rows, reference, candidate, fake_ids, calibration, domains, margin: float) -> str:
+    """``describe`` of the candidate after the export's re-check: the rows `find_near_decisions` picks
+    at ``margin`` get the fp32 reference's outputs (PyTorch's here; the export's fp32 graph is within
+    1e-3 of them in the logits)."""
+    outputs = ModelOutputs(*candidate)
+    near = find_near_decisions(
+        outputs, fake_ids=fake_ids, calibration=calibration, domains=domains, margin_logits=margin
+    )  # (N,) bool
+    rechecked = outputs.replace_rows(near, ModelOutputs(reference[0][near], reference[1][near]))
+    thresholds = np.array([calibration.thresholds_for(name).fake for name in domains])
+    return describe(
+        f"  re-checked within {margin} logits ({near.mean():.1%} of rows in fp32)",
+        rows,
+        reference,
+        (rechecked.logits, rechecked.domain_logits),
+        fake_ids,
+        thresholds,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder holding faces/ and modern/")
@@ -288,6 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=("gptq", "nearest"),
         default="nearest",
         help="--runtime onnx: how the export rounds weights (%(default)s); the simulation rounds to nearest",
+    )
+    parser.add_argument(
+        "--recheck-margins",
+        nargs="*",
+        type=float,
+        default=[0.5, 0.75, 1.0],
+        help="also report each variant with the rows near a decision at these margins (logits) scored "
+        "in fp32, as the export's re-check does (%(default)s)",
     )
     parser.add_argument(
         "--faces-every", type=int, default=3, help="score every n-th faces/ val image (%(default)s; 1: all)"
@@ -363,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
             ),
             flush=True,
         )
+        for margin in args.recheck_margins:
+            print(
+                describe_recheck(
+                    rows, reference, candidate, fake_ids, stored, tuple(model.config.domains), margin
+                ),
+                flush=True,
+            )
     return 0
 
 

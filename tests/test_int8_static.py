@@ -16,12 +16,12 @@ from deepfake_detector.cli.main import main
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
 
-BLOCKS = 5  # the default recipe keeps blocks 0-2 in fp32: two blocks are left to quantise
+BLOCKS = 3
 
 
 @pytest.fixture(scope="module")
 def clip_detector(tmp_path_factory):
-    """A tiny CLIP detector with domains and five blocks, saved whole."""
+    """A tiny CLIP detector with domains and three blocks, saved whole."""
     from tests.test_clip_backbone import TWO_DOMAINS, build_tiny_detector, build_tiny_tower
 
     folder = tmp_path_factory.mktemp("int8-static")
@@ -102,27 +102,24 @@ def test_gptq_rounds_onto_onnx_runtime_s_grid_and_moves_outputs_less_than_roundi
     assert moved_by_gptq < 0.7 * moved_by_nearest
 
 
-def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
-    clip_detector, manifest, varied_images, tmp_path
-):
-    import onnx
-
-    from deepfake_detector.export.int8_static import matmul_nodes
-
-    out = tmp_path / "int8"
+@pytest.fixture(scope="module")
+def int8_export(clip_detector, manifest, tmp_path_factory):
+    """The tiny detector exported by `export --quantize int8-static` with the default recipe."""
+    out = tmp_path_factory.mktemp("export") / "int8"
     args = ["export", "--quantize", "int8-static", "--model", str(clip_detector), "--out", str(out)]
     assert main([*args, "--calibration-data", str(manifest), "--calibration-count", "16"]) == 0
+    return out
 
-    graph = onnx.load(out / "model.onnx")
-    weights = {init.name for init in graph.graph.initializer}
-    dequantised = {  # weights read back from int8
-        node.output[0]
-        for node in graph.graph.node
-        if node.op_type == "DequantizeLinear" and node.input[0] in weights
-    }
-    int8_nodes = {
-        node.name for node in graph.graph.node if node.op_type == "MatMul" and node.input[1] in dequantised
-    }
+
+def test_the_export_quantises_every_recipe_layer_per_token_and_scores_like_pytorch(
+    clip_detector, int8_export, varied_images
+):
+    import onnx
+    from onnx import numpy_helper
+
+    from deepfake_detector.export.int8_static import WEIGHT_LEVELS, matmul_nodes
+
+    graph = onnx.load(int8_export / "model.onnx")
     every_linear = [
         f"vision_model.encoder.layers.{block}.{part}"
         for block in range(BLOCKS)
@@ -135,31 +132,89 @@ def test_the_export_quantises_only_the_recipe_s_layers_and_scores_like_pytorch(
             "mlp.fc2",
         )
     ]
-    modules = matmul_nodes(graph, every_linear)
-    assert sorted(modules.values()) == sorted(every_linear)  # the graph names every layer's MatMul
-    assert sorted(modules[node] for node in int8_nodes) == sorted(
-        name for name in every_linear if name.split(".")[3] in ("3", "4") and not name.endswith("fc2")
-    )
+    assert matmul_nodes(graph, every_linear) == {}  # no linear layer is left in float...
+    integer_products = [node for node in graph.graph.node if node.op_type == "MatMulInteger"]
+    assert len(integer_products) == len(every_linear)  # ...each became one int8 product
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
+    for node in integer_products:
+        weight = weights[node.input[1]]
+        assert weight.dtype == np.int8 and np.abs(weight).max() == WEIGHT_LEVELS  # the 7-bit grid, used whole
+    # One quantised input per distinct tensor: q, k and v share theirs.
+    assert len({node.input[0] for node in integer_products}) == 4 * BLOCKS
+    exact = onnx.load(int8_export / "model.fp32.onnx")  # the re-check's graph: every linear layer in float
+    assert sorted(matmul_nodes(exact, every_linear).values()) == sorted(every_linear)
 
-    info = json.loads((out / "export.json").read_text())
+    info = json.loads((int8_export / "export.json").read_text())
     assert info["precision"] == "int8"
     assert info["quantization"] == {
         "method": "static",
-        "parts": ["q", "k", "v", "o", "fc1"],
-        "float_blocks": [0, 1, 2],
+        "parts": ["q", "k", "v", "o", "fc1", "fc2"],
+        "float_blocks": [],
         "alpha": 0.7,
         "weight_rounding": "nearest",
+        "activations": "per-token",
+        "recheck_margin_logits": 0.75,
         "calibration_images": 16,
     }
     assert info["parity"]["check_images"] == 256 and info["parity"]["passed"]
 
-    exported = Detector.from_pretrained(out, jpeg_draft=False).predict(varied_images)
+    exported = Detector.from_pretrained(int8_export, jpeg_draft=False).predict(varied_images)
     reference = Detector.from_pretrained(clip_detector, precision="fp32", engine="torch").predict(
         varied_images
     )
     for ours, theirs in zip(exported, reference, strict=True):
         assert ours.domain == theirs.domain
         assert ours.fake_score == pytest.approx(theirs.fake_score, abs=0.05)
+
+
+def test_a_score_does_not_depend_on_the_other_images_in_its_batch(int8_export):
+    from deepfake_detector.inference.engines import OnnxEngine
+
+    engine = OnnxEngine(int8_export / "model.onnx", precision="int8")
+    rng = np.random.default_rng(0)
+    image, quiet, loud = (rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(3))
+    alone = engine.compute_outputs(image).logits
+    beside_quiet = engine.compute_outputs(np.concatenate([image, quiet * 0.1])).logits[:1]
+    beside_loud = engine.compute_outputs(np.concatenate([image, loud * 10.0])).logits[:1]
+    np.testing.assert_allclose(beside_quiet, alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(beside_loud, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_near_a_decision_are_scored_again_by_the_fp32_graph(int8_export):
+    from deepfake_detector.inference.engines import ExactRecheck, OnnxEngine
+
+    pixels = np.random.default_rng(1).normal(size=(6, 3, 32, 32)).astype(np.float32)
+    fast = OnnxEngine(int8_export / "model.onnx", precision="int8").compute_outputs(pixels)
+    exact = OnnxEngine(int8_export / "model.fp32.onnx", precision="fp32").compute_outputs(pixels)
+    assert not np.allclose(fast.logits, exact.logits, atol=1e-6)  # int8 does move the logits
+
+    chosen = np.array([True, False, False, True, False, True])
+    engine = OnnxEngine(
+        int8_export / "model.onnx",
+        precision="int8",
+        recheck=ExactRecheck(int8_export / "model.fp32.onnx", lambda outputs: chosen[: len(outputs.logits)]),
+    )
+    mixed = engine.compute_outputs(pixels)
+    np.testing.assert_allclose(mixed.logits[chosen], exact.logits[chosen], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(mixed.logits[~chosen], fast.logits[~chosen])
+    np.testing.assert_allclose(mixed.domain_logits[chosen], exact.domain_logits[chosen], rtol=1e-5, atol=1e-5)
+    assert (engine.rows_scored, engine.rows_rechecked) == (6, 3)
+
+
+def test_the_detector_rechecks_at_its_own_thresholds(int8_export, varied_images):
+    from deepfake_detector.scoring import Thresholds
+
+    # With the decision at a score no image reaches, nothing is near it: no row is scored again...
+    far = Detector.from_pretrained(int8_export, jpeg_draft=False, thresholds=Thresholds(0.999999, 0.999999))
+    far.predict(varied_images)
+    assert far.engine.rows_scored == len(varied_images) and far.engine.rows_rechecked == 0
+    # ...and where each image's own fp32 score decides, every row is near it and is scored in fp32.
+    exact = Detector.from_pretrained(int8_export, jpeg_draft=False)
+    scores = [p.fake_score for p in exact.predict(varied_images)]
+    middle = float(np.median(scores))
+    near = Detector.from_pretrained(int8_export, jpeg_draft=False, thresholds=Thresholds(middle, middle))
+    near.predict(varied_images)
+    assert near.engine.rows_rechecked > 0
 
 
 def test_int8_static_says_what_it_needs(clip_detector, seed_checkpoint, manifest, tmp_path, capsys):
@@ -209,3 +264,29 @@ def test_the_export_check_compares_verdicts_at_each_domain_s_threshold():
     moved = compute_verdict_parity(outputs([0.45, 0.28], [0, 1]), outputs([0.45, 0.32], [0, 1]), **check)
     assert moved.agreement == 0.5 and not moved.passed
     assert "verdict agreement 50.0% over 2 inputs" in moved.describe()
+
+
+def test_rows_near_a_threshold_or_a_domain_tie_are_found_in_logits():
+    from deepfake_detector.scoring import Calibration, ModelOutputs, Thresholds, find_near_decisions
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    calibration = Calibration(
+        domain_thresholds={"face": Thresholds(0.8, 0.8), "general": Thresholds(0.2, 0.5)}
+    )
+    fake_scores = np.array([0.8, 0.95, 0.3, 0.5, 0.12, 0.9])
+    domain_of_row = [0, 0, 0, 1, 1, 1]
+    logits = np.stack([np.zeros(6), logit(fake_scores)], axis=1).astype(np.float32)
+    domain_logits = np.eye(2, dtype=np.float32)[domain_of_row] * 3.0
+    domain_logits[5] = [0.2, 0.5]  # a near tie between the domains
+    near = find_near_decisions(
+        ModelOutputs(logits, domain_logits),
+        fake_ids=(1,),
+        calibration=calibration,
+        domains=("face", "general"),
+        margin_logits=0.75,
+    )
+    # 0.8 at face's 0.8; 0.95 is 1.56 logits above it; 0.3 is 2.2 below; 0.5 at general's uncertain
+    # band's upper end; 0.12 is 0.6 logits below its lower end (0.2); the last row's domains tie.
+    assert near.tolist() == [True, False, False, True, True, True]

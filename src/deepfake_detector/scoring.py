@@ -34,6 +34,17 @@ class ModelOutputs:
         domains = None if self.domain_logits is None else self.domain_logits[start:stop]
         return ModelOutputs(self.logits[start:stop], domains)
 
+    def replace_rows(self, rows: np.ndarray, other: ModelOutputs) -> ModelOutputs:
+        """These outputs with the rows selected by the boolean mask ``rows`` (B,) taken from ``other``,
+        which holds only those rows, in order."""
+        logits = self.logits.copy()
+        logits[rows] = other.logits
+        if self.domain_logits is None:
+            return ModelOutputs(logits)
+        domain_logits = self.domain_logits.copy()
+        domain_logits[rows] = other.domain_logits
+        return ModelOutputs(logits, domain_logits)
+
     @classmethod
     def concatenate(cls, parts: list[ModelOutputs]) -> ModelOutputs:
         logits = np.concatenate([part.logits for part in parts])
@@ -239,3 +250,36 @@ def compute_scores(
         rule = calibration.rule_for(domain)
         scores.append(Score(float(fake_score), rule.decide(float(fake_score)), domain, rule))
     return scores
+
+
+def find_near_decisions(
+    outputs: ModelOutputs,
+    *,
+    fake_ids: tuple[int, ...],
+    calibration: Calibration,
+    domains: Sequence[str] | None,
+    margin_logits: float,
+) -> np.ndarray:
+    """Which rows an approximate engine (int8) may have decided differently from the exact one: those
+    whose fake score lies within ``margin_logits`` of a threshold of their rule, measured in logits
+    (log-odds, where an engine's error is about the same size at every score), and those whose
+    domain probe's top two logits lie within ``margin_logits`` of each other (the row could have gone
+    to the other head). (B,) bool.
+    """
+    scores = compute_scores(outputs, fake_ids=fake_ids, calibration=calibration, domains=domains)
+    near = np.zeros(len(scores), dtype=bool)
+    for row, score in enumerate(scores):
+        thresholds = score.rule.thresholds
+        near[row] = any(
+            abs(_log_odds(score.fake_score) - _log_odds(threshold)) < margin_logits
+            for threshold in {thresholds.real, thresholds.fake}
+        )
+    if outputs.domain_logits is not None and outputs.domain_logits.shape[1] > 1:
+        top_two = np.sort(outputs.domain_logits, axis=1)[:, -2:]  # (B, 2)
+        near |= top_two[:, 1] - top_two[:, 0] < margin_logits
+    return near
+
+
+def _log_odds(probability: float) -> float:
+    probability = min(max(probability, 1e-12), 1 - 1e-12)
+    return float(np.log(probability / (1 - probability)))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_detector.errors import ExportError
-from deepfake_detector.optional import require
 
 LAYERS = "vision_model.encoder.layers"
 # The linear layers a recipe may name, by their attribute path inside an encoder block.
@@ -52,6 +50,7 @@ PARTS = {
     "v": "self_attn.v_proj",
     "o": "self_attn.out_proj",
     "fc1": "mlp.fc1",
+    "fc2": "mlp.fc2",
 }
 CALIBRATION_BATCH = 8
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
@@ -68,28 +67,36 @@ HELD_OUT_CHECK_COUNT = 256
 
 @dataclass(frozen=True)
 class Int8Recipe:
-    """Which linear layers become int8 and how the outliers are migrated.
+    """Which linear layers become int8, how the outliers are migrated, and which rows are scored again
+    in fp32.
 
     Attributes:
         parts: Linear layers quantised in each quantised block (keys of `PARTS`).
         float_blocks: Encoder blocks (0-based) kept entirely in fp32.
         alpha: SmoothQuant migration strength (0: none, 1: all of the input's range into the weight).
+        weight_rounding: "nearest" or "gptq" (error-compensating, `round_weights`).
+        recheck_margin_logits: Rows whose int8 fake score lies within this many logits of a threshold
+            (or whose domain is as close to a tie) are scored again by the export's fp32 graph
+            (`scoring.find_near_decisions`); None: never, and the export holds no fp32 graph.
     """
 
-    parts: tuple[str, ...] = ("q", "k", "v", "o", "fc1")
-    float_blocks: tuple[int, ...] = (0, 1, 2)
-    # On the val split (409 images, ONNX Runtime): 0.5 moved the median fake score by 0.0027 (p99
-    # 0.134), 0.7 by 0.0020 (p99 0.099); 0.8 cost the general domain 0.026 of ROC-AUC.
+    parts: tuple[str, ...] = ("q", "k", "v", "o", "fc1", "fc2")
+    float_blocks: tuple[int, ...] = ()
     alpha: float = 0.7
-    # "nearest" (ONNX Runtime's own rounding) or "gptq" (error-compensating, `round_weights`). GPTQ
-    # halved the changed val verdicts (4 of 1,075 against 8), but the export of clip-b16-v2 with it
-    # failed its own check (2 of 256 held-out verdicts changed; nearest: 0): not yet the default.
     weight_rounding: str = "nearest"
+    recheck_margin_logits: float | None = 0.75
 
     def __post_init__(self) -> None:
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise ValueError(
                 f"weight_rounding must be one of {WEIGHT_ROUNDINGS}, not {self.weight_rounding!r}"
+            )
+        unknown = sorted(set(self.parts) - set(PARTS))
+        if unknown:
+            raise ValueError(f"parts must be among {', '.join(PARTS)}, not {', '.join(unknown)}")
+        if self.recheck_margin_logits is not None and not self.recheck_margin_logits > 0:
+            raise ValueError(
+                f"recheck_margin_logits must be above 0 or None, not {self.recheck_margin_logits}"
             )
 
     def to_dict(self) -> dict:
@@ -98,6 +105,8 @@ class Int8Recipe:
             "float_blocks": list(self.float_blocks),
             "alpha": self.alpha,
             "weight_rounding": self.weight_rounding,
+            "activations": "per-token",
+            "recheck_margin_logits": self.recheck_margin_logits,
         }
 
     def quantised_layers(self, model) -> list[str]:
@@ -294,69 +303,108 @@ def smooth_model(model, ranges: dict[str, np.ndarray], recipe: Int8Recipe):
                 scale = factors(f"{prefix}.{PARTS['fc1']}", [mlp.fc1.weight])
                 _divide_layer_norm(layer.layer_norm2, scale)
                 mlp.fc1.weight.mul_(scale[None, :])
+            if f"{prefix}.{PARTS['fc2']}" in quantised:  # fc2 reads the activation: divided there
+                scale = factors(f"{prefix}.{PARTS['fc2']}", [mlp.fc2.weight])
+                mlp.activation_fn = _scaled_activation(mlp.activation_fn, 1.0 / scale)
+                mlp.fc2.weight.mul_(scale[None, :])
     return smoothed
 
 
-def quantize_static(
-    path: Path,
-    quantised: list[str],
-    batches: Callable[[], Iterator[np.ndarray]],
-) -> None:
-    """Replaces the fp32 graph at ``path`` with its static QDQ int8 form, quantising only the MatMuls of
-    the linear layers ``quantised``, with activation ranges from ``batches()``."""
-    import onnx
+def quantize_per_token(path: Path, quantised: list[str]) -> None:
+    """Replaces the fp32 graph at ``path`` with one whose MatMuls of the linear layers ``quantised`` run
+    in int8 (ONNX Runtime's ``MatMulInteger``), the rest unchanged.
 
-    quantization = require("onnxruntime.quantization", "onnx")
+    - Weights: int8 per output channel on the 7-bit grid (integers in [-`WEIGHT_LEVELS`,
+      `WEIGHT_LEVELS`], a step of max|column| / `WEIGHT_LEVELS`), so that CPUs without VNNI, which
+      sum u8 x s8 products in saturating int16 pairs, do not overflow. GPTQ-rounded weights are
+      already on this grid and are stored as they are.
+    - Activations: uint8 with one scale per token, computed in the graph from the token itself
+      (symmetric, max|x| / 127 around a zero point of 128). A token's scale depends on nothing else
+      in the batch, so a score does not move with the other images; the outlier channels that
+      SmoothQuant leaves only shrink a token's resolution, not the whole tensor's.
+
+    Written by hand because ONNX Runtime's quantisers scale activations per tensor only (static or
+    per batch).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     if not quantised:
         raise ExportError("int8-static: the recipe quantises no layer of this model (too few blocks?)")
-    nodes = matmul_nodes(onnx.load(os.fspath(path), load_external_data=False), quantised)
+    graph_model = onnx.load(os.fspath(path))
+    nodes = matmul_nodes(graph_model, quantised)
     missing = sorted(set(quantised) - set(nodes.values()))
     if missing:
         raise ExportError(
             f"int8-static: the exported graph has no matrix multiply for {len(missing)} linear layers "
             f"(first: {missing[0]}); this exporter's graph is not what the recipe expects"
         )
+    graph = graph_model.graph
+    weights = {initializer.name: initializer for initializer in graph.initializer}
+    constants = [
+        numpy_helper.from_array(np.array([-1], np.int64), "per_token/last_axis"),
+        numpy_helper.from_array(np.array(127.0, np.float32), "per_token/levels"),
+        numpy_helper.from_array(np.array(1e-12, np.float32), "per_token/tiny"),
+        numpy_helper.from_array(np.array(128.0, np.float32), "per_token/zero_float"),
+        numpy_helper.from_array(np.array(128, np.uint8), "per_token/zero"),
+    ]
+    rewritten = []
+    quantised_inputs: dict[str, tuple[str, str]] = {}  # q, k and v share one quantised input
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = batches()
+    def quantise_input(name: str) -> tuple[str, str]:
+        """The uint8 form of tensor ``name`` (..., K) and its scale per token (..., 1)."""
+        if name not in quantised_inputs:
+            step = f"{name}/per_token"  # the names of this input's intermediate tensors
+            rewritten.extend(
+                [
+                    make("Abs", [name], f"{step}/abs"),
+                    make("ReduceMax", [f"{step}/abs", "per_token/last_axis"], f"{step}/max", keepdims=1),
+                    make("Max", [f"{step}/max", "per_token/tiny"], f"{step}/range"),
+                    make("Div", [f"{step}/range", "per_token/levels"], f"{step}/scale"),
+                    make("Div", ["per_token/levels", f"{step}/range"], f"{step}/inverse"),
+                    make("Mul", [name, f"{step}/inverse"], f"{step}/scaled"),
+                    make("Round", [f"{step}/scaled"], f"{step}/rounded"),
+                    make("Add", [f"{step}/rounded", "per_token/zero_float"], f"{step}/shifted"),
+                    make("Cast", [f"{step}/shifted"], f"{step}/uint8", to=TensorProto.UINT8),
+                ]
+            )
+            quantised_inputs[name] = (f"{step}/uint8", f"{step}/scale")
+        return quantised_inputs[name]
 
-        def get_next(self) -> dict | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {"pixel_values": batch}
+    def make(op_type: str, inputs: list[str], output: str, **attributes):
+        return helper.make_node(op_type, inputs, [output], **attributes)
 
-    output = path.with_name("model.int8.onnx")
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # it logs a generic tip (run its pre-processing) on the root logger
-    try:
-        quantization.quantize_static(
-            path,
-            output,
-            Reader(),
-            quant_format=quantization.QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=sorted(nodes),  # never empty here: ONNX Runtime reads empty as "all"
-            per_channel=True,
-            reduce_range=True,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
-            calibrate_method=quantization.CalibrationMethod.MinMax,
-            extra_options={
-                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},  # a weight scale per output column
-                "OpTypesToExcludeOutputQuantization": ["MatMul"],  # outputs stay float, as simulated
-                # [-max, max] around a zero point of 128: the simulation kept more verdicts so than
-                # with [min, max] (1 of 409 val verdicts changed against 4).
-                "ActivationSymmetric": True,
-            },
+    for node in graph.node:
+        if node.name not in nodes:
+            rewritten.append(node)
+            continue
+        activations, weight_name = node.input
+        weight = numpy_helper.to_array(weights[weight_name]).astype(np.float32)  # (in, out)
+        step = np.maximum(np.abs(weight).max(axis=0), 1e-12) / WEIGHT_LEVELS  # (out,)
+        integers = np.clip(np.round(weight / step), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
+        graph.initializer.remove(weights[weight_name])
+        here = node.name  # the names of this MatMul's new tensors
+        constants += [
+            numpy_helper.from_array(integers, f"{here}/weight_int8"),
+            numpy_helper.from_array(step.astype(np.float32), f"{here}/weight_step"),
+        ]
+        uint8, scale = quantise_input(activations)
+        rewritten.extend(
+            [
+                make("MatMulInteger", [uint8, f"{here}/weight_int8", "per_token/zero"], f"{here}/int32"),
+                make("Cast", [f"{here}/int32"], f"{here}/float", to=TensorProto.FLOAT),
+                make("Mul", [f"{here}/float", scale], f"{here}/per_token"),  # (..., out) x (..., 1)
+                make("Mul", [f"{here}/per_token", f"{here}/weight_step"], node.output[0]),  # x (out,)
+            ]
         )
-    except Exception as error:  # ONNX Runtime raises plain ValueErrors and its own untyped errors
-        raise ExportError(
-            f"ONNX Runtime's static quantisation failed: {type(error).__name__}: {error}"
-        ) from error
-    finally:
-        logger.setLevel(level)
-    output.replace(path)
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    graph.initializer.extend(constants)
+    try:
+        onnx.checker.check_model(graph_model)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"int8-static: the rewritten graph is not valid ONNX: {error}") from error
+    onnx.save(graph_model, os.fspath(path))
 
 
 def matmul_nodes(graph, modules: list[str]) -> dict[str, str]:
@@ -387,6 +435,23 @@ def _encoder_layers(model) -> list:
             f"int8-static needs a CLIP image tower (vision_model.encoder.layers); {type(model).__name__} "
             "has none: use --quantize int8"
         ) from None
+
+
+def _scaled_activation(activation, factor):
+    """A module computing ``activation(x) * factor`` (the graph gains one multiply): fc2's migration,
+    which cannot fold into the non-linear activation before it."""
+    import torch
+
+    class ScaledActivation(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.activation = activation
+            self.register_buffer("factor", factor.clone(), persistent=False)  # (in,)
+
+        def forward(self, hidden_states):
+            return self.activation(hidden_states) * self.factor
+
+    return ScaledActivation()
 
 
 def _divide_layer_norm(norm, scale) -> None:

@@ -16,6 +16,7 @@ and reported as an `ExportError`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,11 +30,18 @@ import numpy as np
 
 from deepfake_detector.errors import ExportError
 from deepfake_detector.inference.detector import DEFAULT_BATCH_SIZE
-from deepfake_detector.inference.engines import EXPORT_INFO_FILE, ONNX_FILE, OnnxEngine, TorchEngine
+from deepfake_detector.inference.engines import (
+    EXACT_ONNX_FILE,
+    EXPORT_INFO_FILE,
+    ONNX_FILE,
+    EngineChoice,
+    TorchEngine,
+    build_engine,
+)
 from deepfake_detector.inference.parity import ParityReport, compute_verdict_parity
 from deepfake_detector.inference.preprocessing import ImagePreprocessor
 from deepfake_detector.optional import require
-from deepfake_detector.scoring import ModelOutputs
+from deepfake_detector.scoring import ModelOutputs, find_near_decisions
 from deepfake_detector.stored_settings import StoredSettings
 
 QUANTIZE_CHOICES = ("int8", "int8-static")
@@ -145,15 +153,23 @@ def export_onnx(
         if quantize == "int8":
             _quantize_int8(staging / ONNX_FILE)
             quantization = {"method": "dynamic"}
-        reference = _compute_in_batches(TorchEngine(torch_model), pixel_values)
-        exported = _compute_in_batches(OnnxEngine(staging / ONNX_FILE, precision=precision), pixel_values)
         domains = getattr(torch_model.config, "domains", None)
+        domains = tuple(domains) if domains else None
+        calibration = StoredSettings.from_config(torch_model.config).calibration
+        # The export as `predict` will run it: an int8-static export scores its rows near a decision
+        # again in fp32, at the checkpoint's own thresholds.
+        engine = build_engine(
+            EngineChoice("onnx", precision, "the export being checked"),
+            folder=staging,
+            export_info={"quantization": quantization},
+            find_near_decisions=functools.partial(
+                find_near_decisions, fake_ids=roles.fake_ids, calibration=calibration, domains=domains
+            ),
+        )
+        reference = _compute_in_batches(TorchEngine(torch_model), pixel_values)
+        exported = _compute_in_batches(engine, pixel_values)
         parity = compute_verdict_parity(
-            reference,
-            exported,
-            fake_ids=roles.fake_ids,
-            calibration=StoredSettings.from_config(torch_model.config).calibration,
-            domains=tuple(domains) if domains else None,
+            reference, exported, fake_ids=roles.fake_ids, calibration=calibration, domains=domains
         )
         max_logit_diff = float(np.abs(reference.logits - exported.logits).max())
         if not parity.passed or (precision == "fp32" and max_logit_diff > FP32_MAX_LOGIT_DIFF):
@@ -251,7 +267,9 @@ def _export_int8_static(model, preprocessor, calibration_images: list, recipe, p
         return (pixel_values[start : start + step] for start in range(0, len(pixel_values), step))
 
     _export_graph(int8_static.prepare_model(model, batches, recipe), pixel_values[:2], path)
-    int8_static.quantize_static(path, layers, batches)
+    int8_static.quantize_per_token(path, layers)
+    if recipe.recheck_margin_logits is not None:
+        _export_graph(model, pixel_values[:2], path.with_name(EXACT_ONNX_FILE))  # scores rows near a decision
     return {"method": "static", **recipe.to_dict(), "calibration_images": len(pixel_values)}
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,6 +40,8 @@ from deepfake_detector.scoring import ModelOutputs
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 ENGINES = ("auto", "torch", "onnx")
 ONNX_FILE = "model.onnx"
+# An int8 export's fp32 graph, which scores again the rows the int8 graph put near a decision.
+EXACT_ONNX_FILE = "model.fp32.onnx"
 # Written by `deepfake_detector.export.onnx.export_onnx` beside the ONNX file: precision, parity, versions.
 EXPORT_INFO_FILE = "export.json"
 
@@ -252,6 +255,22 @@ class TorchEngine:
         return self.compute_outputs(pixel_values).logits
 
 
+@dataclass(frozen=True)
+class ExactRecheck:
+    """How an int8 export keeps the exact answers: the rows whose int8 outputs lie near a decision are
+    scored again by the export's fp32 graph, so only images the int8 error could move across a
+    threshold pay for fp32.
+
+    Attributes:
+        path: The fp32 ONNX file (`EXACT_ONNX_FILE`).
+        select: Outputs (B rows) -> (B,) bool, the rows to score again: `scoring.find_near_decisions`
+            at the detector's thresholds (the caller's, where given) and the export's margin.
+    """
+
+    path: Path
+    select: Callable[[ModelOutputs], np.ndarray]
+
+
 class OnnxEngine:
     """An ONNX export run by ONNX Runtime on the CPU.
 
@@ -259,25 +278,59 @@ class OnnxEngine:
         path: The ``.onnx`` file.
         precision: What the file holds ("fp32" or "int8"); only reported.
         threads: Intra-op threads; default: ONNX Runtime's (one per physical core).
+        recheck: For an int8 export that holds its fp32 graph: which rows that graph scores again;
+            it is loaded on the first such row.
+
+    Attributes:
+        rows_scored: Rows scored so far.
+        rows_rechecked: Of those, rows scored again in fp32.
     """
 
     name = "onnx"
 
-    def __init__(self, path: str | os.PathLike, *, precision: str, threads: int | None = None) -> None:
-        ort = require("onnxruntime", "onnx")
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        precision: str,
+        threads: int | None = None,
+        recheck: ExactRecheck | None = None,
+    ) -> None:
         self.precision = precision
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads  # else ONNX Runtime's default: one per physical core
-        try:
-            self._session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own untyped errors for bad files
-            raise EngineError(f"cannot load the ONNX model {os.fspath(path)!r}: {error}") from error
+        self.rows_scored = 0
+        self.rows_rechecked = 0
+        self._threads = threads
+        self._recheck = recheck
+        self._exact: OnnxEngine | None = None
+        self._session = self._load_session(path)
         self._input = self._session.get_inputs()[0].name
         self._outputs = [output.name for output in self._session.get_outputs()]  # logits[, domain_logits]
 
+    def _load_session(self, path: str | os.PathLike):
+        ort = require("onnxruntime", "onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._threads:
+            options.intra_op_num_threads = self._threads  # else ONNX Runtime's: one per physical core
+        try:
+            return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped errors for bad files
+            raise EngineError(f"cannot load the ONNX model {os.fspath(path)!r}: {error}") from error
+
     def compute_outputs(self, pixel_values: np.ndarray) -> ModelOutputs:
+        outputs = self._run(pixel_values)
+        self.rows_scored += len(pixel_values)
+        if self._recheck is None:
+            return outputs
+        rows = self._recheck.select(outputs)  # (B,) bool
+        if not rows.any():
+            return outputs
+        if self._exact is None:
+            self._exact = OnnxEngine(self._recheck.path, precision="fp32", threads=self._threads)
+        self.rows_rechecked += int(rows.sum())
+        return outputs.replace_rows(rows, self._exact.compute_outputs(pixel_values[rows]))
+
+    def _run(self, pixel_values: np.ndarray) -> ModelOutputs:
         try:
             results = self._session.run(None, {self._input: np.ascontiguousarray(pixel_values, np.float32)})
         except Exception as error:  # onnxruntime's errors are not RuntimeError subclasses
@@ -319,11 +372,45 @@ def load_export_info(folder: str | os.PathLike) -> dict | None:
     return info
 
 
-def build_engine(choice: EngineChoice, *, model=None, folder: Path | None = None, device: str = "cpu"):
-    """The engine ``choice`` names, for a PyTorch ``model`` or the ONNX export in ``folder``."""
-    if choice.engine == "onnx":
-        return OnnxEngine(Path(folder) / ONNX_FILE, precision=choice.precision)
-    return TorchEngine(model, precision=choice.precision, device=device)
+def build_engine(
+    choice: EngineChoice,
+    *,
+    model=None,
+    folder: Path | None = None,
+    device: str = "cpu",
+    export_info: dict | None = None,
+    find_near_decisions: Callable[..., np.ndarray] | None = None,
+):
+    """The engine ``choice`` names, for a PyTorch ``model`` or the ONNX export in ``folder``.
+
+    Args:
+        choice: From `resolve_engine`.
+        model: The PyTorch model (engine "torch").
+        folder: The export folder (engine "onnx").
+        device: Where a PyTorch model runs.
+        export_info: The folder's ``export.json``: an int8 export that records a
+            ``recheck_margin_logits`` scores the rows near a decision again in fp32 (`ExactRecheck`).
+        find_near_decisions: ``(outputs, margin_logits=...)`` -> (B,) bool, the rows near a decision
+            at the detector's thresholds (`scoring.find_near_decisions`); needed for such an export.
+
+    Raises:
+        EngineError: The export asks for a re-check but its fp32 graph is missing.
+    """
+    if choice.engine == "torch":
+        return TorchEngine(model, precision=choice.precision, device=device)
+    folder = Path(folder)
+    margin = ((export_info or {}).get("quantization") or {}).get("recheck_margin_logits")
+    recheck = None
+    if margin is not None and find_near_decisions is not None:
+        if not (folder / EXACT_ONNX_FILE).is_file():
+            raise EngineError(
+                f"{folder}: {EXPORT_INFO_FILE} scores rows near a decision again with {EXACT_ONNX_FILE}, "
+                "which is missing; export the folder again"
+            )
+        recheck = ExactRecheck(
+            folder / EXACT_ONNX_FILE, lambda outputs: find_near_decisions(outputs, margin_logits=margin)
+        )
+    return OnnxEngine(folder / ONNX_FILE, precision=choice.precision, recheck=recheck)
 
 
 # Threads that decode and preprocess ahead of the model (the detector's, the server's); more than 4 only

@@ -8,6 +8,7 @@ mode and the provenance stage. `build_model_info` describes a loaded detector (`
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from deepfake_detector.modeling.checkpoints import (
 )
 from deepfake_detector.modeling.labels import LabelRoles, resolve_label_roles
 from deepfake_detector.provenance import ProvenanceOptions
+from deepfake_detector.scoring import find_near_decisions
 from deepfake_detector.stored_settings import StoredSettings
 
 if TYPE_CHECKING:
@@ -182,7 +184,19 @@ def load_detector_parts(
         revision=checkpoint.revision or revision,
         calibration=calibration,
         device=device,
-        engine=build_engine(choice, model=model, folder=checkpoint.folder, device=device),
+        engine=build_engine(
+            choice,
+            model=model,
+            folder=checkpoint.folder,
+            device=device,
+            export_info=export_info,
+            find_near_decisions=functools.partial(
+                find_near_decisions,
+                fake_ids=roles.fake_ids,
+                calibration=calibration,
+                domains=tuple(getattr(config, "domains", None) or ()) or None,
+            ),
+        ),
         config=config,
         jpeg_draft=not choice.exact if jpeg_draft is None else jpeg_draft,
         face_mode=build_face_mode(faces, settings.faces),
