@@ -187,7 +187,7 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
     from torch.utils.flop_counter import FlopCounterMode
 
     from deepfake_detector import Detector
-    from deepfake_detector.inference.engines import detect_cpu_features
+    from deepfake_detector.inference.engines import ONNX_FILE, OnnxEngine, detect_cpu_features
 
     cpu = detect_cpu_features()
     print(f"\n## Model step (batch {batch_size}), CPU features: {cpu.describe()}; load {_load_average()}")
@@ -216,16 +216,19 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
     print("| --- | --- | --- | --- | --- |")
     for engine, form, folder in candidates:
         precision = form.removesuffix("-static")  # an int8-static export is int8 to the detector
-        engine_detector = Detector.from_pretrained(folder, precision=precision, engine=engine)
-        engine_detector.engine.compute_logits(pixels)  # warm-up
+        if form == "int8-static":  # its int8 graph alone: which rows it re-checks depends on the images
+            model_step = OnnxEngine(folder / ONNX_FILE, precision="int8")
+        else:
+            model_step = Detector.from_pretrained(folder, precision=precision, engine=engine).engine
+        model_step.compute_logits(pixels)  # warm-up
         runs = []
         for _ in range(3):
             start = time.perf_counter()
-            engine_detector.engine.compute_logits(pixels)
+            model_step.compute_logits(pixels)
             runs.append(batch_size / (time.perf_counter() - start))
         best = max(runs)
         if form == "int8-static":  # part int8, part fp32: neither matmul limit applies
-            print(f"| {engine} | {form} | {best:.2f} | (mixed) | |")
+            print(f"| {engine} | {form} (int8 graph, no re-check) | {best:.2f} | (mixed) | |")
             continue
         ceiling = limits.get(precision, limits["fp32"]) / flops
         print(f"| {engine} | {form} | {best:.2f} | {ceiling:.2f} | {best / ceiling:.0%} |")
