@@ -1,7 +1,9 @@
-"""How far outlier-aware static int8 moves the default model's answers, simulated in PyTorch.
+"""How far outlier-aware int8 moves the default model's answers, simulated in PyTorch or as built.
 
     .venv/bin/python benchmarks/int8_smoothquant.py --data ../shared/data --cache runs/quant \
         --variants q+k+v+o+fc1 q+k+v+o+fc1+fc2
+    .venv/bin/python benchmarks/int8_smoothquant.py --data ../shared/data --cache runs/quant \
+        --runtime onnx --activations token --alpha 0.7 --faces-every 1 --variants "q+k+v+o+fc1+fc2@0,1,2"
 
 CLIP's residual stream has a few channels hundreds of times larger than the rest, so per-tensor int8
 activations lose everything else (dynamic per-tensor int8 drifts far from float). This measures the
@@ -11,10 +13,10 @@ remedy the literature uses before building a runtime for it:
   divided by ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` and its weight column multiplied by it (for
   q/k/v and fc1 this folds into the LayerNorm before them, for out_proj into v_proj; fc2 needs an
   explicit multiply). ``max|X_j|`` is measured on calibration images from the *train* split.
-- 8-bit activations (``--activations``): static per tensor over [-max, max] (``symmetric``, as
-  ``export --quantize int8-static`` builds it) or [min, max] (``asymmetric``) of the smoothed input
-  on those images, or dynamic per token (``token``); and 7-bit per-output-channel weights (what ONNX
-  Runtime's ``reduce_range`` uses on CPUs without VNNI).
+- 8-bit activations (``--activations``): static per tensor over [-max, max] (``symmetric``) or
+  [min, max] (``asymmetric``) of the smoothed input on those images, or dynamic per token over its
+  own [min, max] (``token``, as ``export --quantize int8-static`` builds it); and 7-bit
+  per-output-channel weights (what CPUs without VNNI need).
 - Only the linear layers named in a variant are quantised (``q``, ``k``, ``v``, ``o`` = out_proj,
   ``fc1``, ``fc2``, each optionally with its own ``:mode``, e.g. ``fc2:token``), in every block but
   those a variant names after ``@`` (0-based, e.g. ``q+k+v+o+fc1@0,1`` keeps blocks 0 and 1 in
@@ -23,7 +25,10 @@ remedy the literature uses before building a runtime for it:
 It reports, on the *val* split (all of ``modern/`` val and every ``--faces-every``-th ``faces/`` val
 image, by default every third; 1: the whole split), the
 agreement with fp32 (domains, verdicts at each domain's stored threshold, fake-score differences) and
-ROC-AUC of both. Fake-quantisation measures accuracy, not speed: the simulated model runs in fp32.
+ROC-AUC of both, and the same after the export's fp32 re-check of the rows near a decision at each
+``--recheck-margins`` value. Fake-quantisation measures accuracy, not speed: the simulated model runs
+in fp32. ``--runtime onnx`` builds the export's own int8 graph (``--activations token`` only) and
+runs it with ONNX Runtime.
 Preprocessed pixels, the fp32 outputs and the channel ranges are cached in ``--cache`` (float16 pixels),
 so a second run only simulates.
 """
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("simulated", "onnx"),
         default="simulated",
         help="simulated: fake quantisation in PyTorch; onnx: the graph `export --quantize int8-static` "
-        "builds (symmetric static activations only), run by ONNX Runtime (%(default)s)",
+        "builds (activations per token only), run by ONNX Runtime (%(default)s)",
     )
     parser.add_argument(
         "--weight-rounding",

@@ -162,8 +162,8 @@ def select_calibration_images(
 
 
 def prepare_model(model, batches: Callable[[], Iterator[np.ndarray]], recipe: Int8Recipe):
-    """A copy of ``model`` ready for `quantize_static`: outliers migrated (`smooth_model`) and, with
-    GPTQ rounding, the quantised layers' weights already on ONNX Runtime's grid (`round_weights`).
+    """A copy of ``model`` ready for `quantize_per_token`: outliers migrated (`smooth_model`) and, with
+    GPTQ rounding, the quantised layers' weights already on the int8 grid (`round_weights`).
     ``batches()`` yields calibration pixel batches; it is read once, or twice with GPTQ."""
     layers = recipe.quantised_layers(model)
     prepared = smooth_model(model, collect_input_ranges(model, batches(), layers), recipe)

@@ -8,7 +8,9 @@ are the same for every engine.
   pipeline) or ``bf16`` (weights cast to bfloat16: fast only on CPUs with AMX or AVX512-BF16, emulated
   and far slower elsewhere).
 - ``onnx`` runs a folder written by ``deepfake-detector export --format onnx`` with ONNX Runtime, at
-  the precision it was exported with (``fp32``, or ``int8`` with ``--quantize int8``).
+  the precision it was exported with (``fp32``, or ``int8`` with ``--quantize int8`` or
+  ``int8-static``). An int8-static export also holds its fp32 graph and scores again, with it, the rows
+  whose int8 outputs lie near a decision (`ExactRecheck`), so that int8 keeps the verdicts.
 
 int8 exists only as an export, because the export checks the parity bar before it writes anything.
 PyTorch's own dynamic quantisation (``torch.ao``, deprecated) was as fast here but missed the bar in
@@ -16,9 +18,10 @@ the throughput benchmark (top-1 agreement 99.0% over 300 files on ViT-B/16, wher
 export, with 8-bit activations and 7-bit weights, kept 99.7%).
 
 ``auto`` precision is bf16 where the CPU computes it natively (AMX or AVX512-BF16), else fp32; for an
-export folder, the export's own precision. int8 is faster still on most CPUs but only runs when the
-user exported it: how far it moves the answers depends on the weights, and because activations are
-quantised per batch, an image's score moves slightly with the other images in its batch.
+export folder, the export's own precision. int8 only runs when the user exported it: an export needs
+calibration images and checks its parity on held-out ones, and how far int8 moves the answers depends
+on the weights (with ``--quantize int8``, activations are quantised per batch, so an image's score
+also moves slightly with the other images in its batch).
 ``benchmarks/throughput.py`` measures every option on your images.
 """
 
@@ -186,7 +189,10 @@ def resolve_engine(
     if cpu.native_bf16:
         return EngineChoice("torch", "bf16", f"auto: this CPU computes bf16 natively ({cpu.describe()})")
     return EngineChoice(
-        "torch", "fp32", f"auto: this CPU has no native bf16 ({cpu.describe()}), so fp32 is fastest"
+        "torch",
+        "fp32",
+        f"auto: this CPU has no native bf16 ({cpu.describe()}), so fp32 is the fastest PyTorch precision; "
+        "an int8 export (`deepfake-detector export --quantize int8-static`) is faster",
     )
 
 
