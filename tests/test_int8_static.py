@@ -293,3 +293,15 @@ def test_rows_near_a_threshold_or_a_domain_tie_are_found_in_logits():
     # 0.8 at face's 0.8; 0.95 is 1.56 logits above it; 0.3 is 2.2 below; 0.5 at general's uncertain
     # band's upper end; 0.12 is 0.6 logits below its lower end (0.2); the last row's domains tie.
     assert near.tolist() == [True, False, False, True, True, True]
+
+
+def test_an_export_whose_fp32_graph_is_missing_says_so(int8_export, tmp_path):
+    import shutil
+
+    from deepfake_detector.errors import EngineError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(int8_export, broken)
+    (broken / "model.fp32.onnx").unlink()
+    with pytest.raises(EngineError, match=r"model\.fp32\.onnx, which is missing; export the folder again"):
+        Detector.from_pretrained(broken)

@@ -265,7 +265,8 @@ class TorchEngine:
 class ExactRecheck:
     """How an int8 export keeps the exact answers: the rows whose int8 outputs lie near a decision are
     scored again by the export's fp32 graph, so only images the int8 error could move across a
-    threshold pay for fp32.
+    threshold pay for fp32. Each image (a video's frames included) is held against its image rule; a
+    video clip's verdict, decided on the mean of its frames' scores, is not re-checked as a whole.
 
     Attributes:
         path: The fp32 ONNX file (`EXACT_ONNX_FILE`).
