@@ -159,6 +159,7 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
         "calibration_images": 16,
     }
     assert info["parity"]["check_images"] == 256 and info["parity"]["passed"]
+    assert Detector.from_pretrained(int8_export).info().recheck_margin_logits == 0.75  # what `info` shows
 
     exported = Detector.from_pretrained(int8_export, jpeg_draft=False).predict(varied_images)
     reference = Detector.from_pretrained(clip_detector, precision="fp32", engine="torch").predict(

@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
         f"std {_format_floats(pre.get('image_std'))}",
         f"processor:    {pre.get('image_processor_type')}",
         f"device:       {info['device']}",
-        f"engine:       {info['engine']} ({info['precision']})",
+        f"engine:       {info['engine']} ({info['precision']})"
+        + (
+            f"; images within {info['recheck_margin_logits']:g} logits of a threshold scored again in fp32"
+            if info.get("recheck_margin_logits")
+            else ""
+        ),
         "faces:        "
         + (
             f"face crops by default ({info['faces']['detector']}, margin {info['faces']['margin_ratio']:g})"

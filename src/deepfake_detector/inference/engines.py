@@ -406,7 +406,7 @@ def build_engine(
     if choice.engine == "torch":
         return TorchEngine(model, precision=choice.precision, device=device)
     folder = Path(folder)
-    margin = ((export_info or {}).get("quantization") or {}).get("recheck_margin_logits")
+    margin = recheck_margin_logits(export_info)
     recheck = None
     if margin is not None and find_near_decisions is not None:
         if not (folder / EXACT_ONNX_FILE).is_file():
@@ -418,6 +418,13 @@ def build_engine(
             folder / EXACT_ONNX_FILE, lambda outputs: find_near_decisions(outputs, margin_logits=margin)
         )
     return OnnxEngine(folder / ONNX_FILE, precision=choice.precision, recheck=recheck)
+
+
+def recheck_margin_logits(export_info: dict | None) -> float | None:
+    """How close to a decision (in logits) an export's rows are scored again in fp32 (`ExactRecheck`);
+    None for a folder without a re-check (fp32 and dynamic int8 exports, and int8-static exports
+    written before it existed)."""
+    return ((export_info or {}).get("quantization") or {}).get("recheck_margin_logits")
 
 
 # Threads that decode and preprocess ahead of the model (the detector's, the server's); more than 4 only

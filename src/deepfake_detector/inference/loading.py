@@ -19,6 +19,7 @@ from deepfake_detector.inference.engines import (
     build_engine,
     detect_cpu_features,
     load_export_info,
+    recheck_margin_logits,
     resolve_engine,
 )
 from deepfake_detector.modeling.checkpoints import (
@@ -53,6 +54,8 @@ class ModelInfo:
     device: str = "cpu"
     engine: str = "torch"
     precision: str = "fp32"
+    # An int8-static export: images within this many logits of a decision are scored again in fp32.
+    recheck_margin_logits: float | None = None
     faces: dict | None = None
     # Models with domains: the domains (face first) and each one's thresholds, which decide verdicts
     # in that domain instead of ``thresholds``.
@@ -252,6 +255,7 @@ def build_model_info(
         device=device,
         engine=engine.name,
         precision=engine.precision,
+        recheck_margin_logits=recheck_margin_logits(export_info),
         faces=None if face_options is None else face_options.to_config(),
         domains=list(domains) if domains else None,
         domain_thresholds={
