@@ -51,8 +51,8 @@ PARTS = {
 }
 CALIBRATION_BATCH = 8
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
-# ONNX Runtime's int8 weights with reduce_range: symmetric, per output channel, integers in [-64, 64]
-# (a step of max|w| / 64), so that a u8 x s8 pair sum fits int16 on CPUs without VNNI.
+# The int8 weights' grid (ONNX Runtime's with reduce_range): symmetric, per output channel, integers in
+# [-64, 64] (a step of max|w| / 64), so that a u8 x s8 pair sum fits int16 on CPUs without VNNI.
 WEIGHT_LEVELS = 64
 # GPTQ's damping of the second-moment matrix, as a share of its mean diagonal (the paper's 1%).
 GPTQ_DAMPING = 0.01
