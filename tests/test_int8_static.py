@@ -135,7 +135,7 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
     quantised = [name for name in every_linear if name.split(".")[3] in ("3", "4")]
     left_in_float = matmul_nodes(graph, every_linear).values()
     assert sorted(left_in_float) == sorted(set(every_linear) - set(quantised))  # blocks 0-2 only...
-    integer_products = [node for node in graph.graph.node if node.op_type == "MatMulInteger"]
+    integer_products = [node for node in graph.graph.node if node.op_type == "MatMulIntegerToFloat"]
     assert len(integer_products) == len(quantised)  # ...and each other layer became one int8 product
     weights = {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
     for node in integer_products:
@@ -168,6 +168,55 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
     for ours, theirs in zip(exported, reference, strict=True):
         assert ours.domain == theirs.domain
         assert ours.fake_score == pytest.approx(theirs.fake_score, abs=0.05)
+
+
+def test_a_quantised_layer_computes_the_per_token_int8_product_exactly(tmp_path):
+    """One linear layer, rewritten: ONNX Runtime's result is the int8 arithmetic the docstring states
+    (each token rounded on its own [min, max], the 7-bit weight grid, the bias folded in), to float
+    rounding, on tokens with an outlier channel and on a constant token."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from deepfake_detector.export.int8_static import WEIGHT_LEVELS, quantize_per_token
+
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 8)
+
+        def forward(self, hidden_states):
+            return self.proj(hidden_states)
+
+    torch.manual_seed(0)
+    layer = Layer().eval()
+    tokens = torch.randn(2, 5, 16)
+    tokens[0, :, 3] *= 40  # an outlier channel
+    tokens[1, 2] = 0.7  # a constant token: its range is empty
+    path = tmp_path / "layer.onnx"
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(
+        layer, (tokens,), dynamo=True, input_names=["x"], dynamic_shapes={"hidden_states": {0: batch}}
+    ).save(str(path))
+    quantize_per_token(path, ["proj"])
+
+    ops = [node.op_type for node in onnx.load(path).graph.node]
+    assert "MatMul" not in ops and "Round" not in ops and ops.count("MatMulIntegerToFloat") == 1
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (result,) = session.run(None, {"x": tokens.numpy()})
+
+    x = tokens.numpy().astype(np.float64)
+    weight = layer.proj.weight.detach().numpy().T.astype(np.float64)  # (in, out)
+    step = np.abs(weight).max(axis=0) / WEIGHT_LEVELS
+    low, high = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    scale = np.maximum(high - low, 1e-12) / 255
+    levels = np.floor((x - low) / scale + 0.5)  # round half up, in [0, 255]
+    assert levels.min() == 0 and levels.max() == 255
+    expected = (low + scale * levels) @ (np.round(weight / step) * step) + layer.proj.bias.detach().numpy()
+    assert result.shape == (2, 5, 8)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-4)
+    exact = x @ weight + layer.proj.bias.detach().numpy()
+    assert np.abs(result - exact).max() > 1e-2  # and it is int8: far from the float product
 
 
 def test_a_score_does_not_depend_on_the_other_images_in_its_batch(int8_export):

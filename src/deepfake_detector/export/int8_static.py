@@ -15,9 +15,9 @@ literature uses, built here:
 3. Optionally, GPTQ weight rounding (Frantar et al. 2023, ``weight_rounding="gptq"``): each weight is
    put on the int8 grid one input column at a time, each column's rounding error compensated in the
    columns not yet rounded, weighted by the second moments of the layer's (smoothed) input.
-4. `quantize_per_token`: each chosen MatMul becomes ONNX Runtime's ``MatMulInteger`` with 7-bit
-   weights per output channel and uint8 activations with a range per token, computed in the graph.
-   Attention's own products, LayerNorms, the heads and the first blocks stay fp32.
+4. `quantize_per_token`: each chosen MatMul becomes ONNX Runtime's ``MatMulIntegerToFloat`` with
+   7-bit weights per output channel and uint8 activations with a range per token, computed in the
+   graph. Attention's own products, LayerNorms, the heads and the first blocks stay fp32.
 5. An exact re-check: the export also holds the fp32 graph, and rows whose int8 fake score lies
    within `Int8Recipe.recheck_margin_logits` of a threshold (the only rows whose verdict the int8
    error can move) are scored again by it (`inference.engines.ExactRecheck`).
@@ -317,18 +317,24 @@ def smooth_model(model, ranges: dict[str, np.ndarray], recipe: Int8Recipe):
 
 def quantize_per_token(path: Path, quantised: list[str]) -> None:
     """Replaces the fp32 graph at ``path`` with one whose MatMuls of the linear layers ``quantised`` run
-    in int8 (ONNX Runtime's ``MatMulInteger``), the rest unchanged.
+    in int8 (ONNX Runtime's ``MatMulIntegerToFloat``), the rest unchanged.
 
     - Weights: int8 per output channel on the 7-bit grid (integers in [-`WEIGHT_LEVELS`,
       `WEIGHT_LEVELS`], a step of max|column| / `WEIGHT_LEVELS`), so that CPUs without VNNI, which
       sum u8 x s8 products in saturating int16 pairs, do not overflow. GPTQ-rounded weights are
       already on this grid and are stored as they are.
-    - Activations: uint8 with one scale and zero point per token, computed in the graph from the
-      token's own [min, max] (with 0 inside). A token's scale depends on nothing else in the batch, so
-      a score does not move with the other images; the outlier channels that SmoothQuant leaves only
-      cost their own token resolution, not the whole tensor's. [min, max] rather than [-max, max]:
-      fc2 reads the MLP's activation, which is barely negative; with every block in int8, the
-      symmetric form changed 29 of 1,075 val verdicts (before the fp32 re-check), this one 21.
+    - Activations: uint8 on each token's own [min, max], computed in the graph: ``x ~ low + scale * q``.
+      A token's range depends on nothing else in the batch, so a score does not move with the other
+      images; the outlier channels that SmoothQuant leaves only cost their own token resolution, not
+      the whole tensor's. [min, max] rather than [-max, max]: fc2 reads the MLP's activation, which is
+      barely negative; with every block in int8, the symmetric form changed 29 of 1,075 val verdicts
+      (before the fp32 re-check), the asymmetric one 21.
+    - The product: ``x @ W ~ scale * (q @ W) + low * column_sums(W)``, plus the layer's bias.
+      ``MatMulIntegerToFloat`` gives ``q @ W`` already in float (its weight steps applied inside the
+      int8 kernel), one multiply applies each token's scale, and one ``Gemm`` adds the rank-2 rest
+      (``[low, 1] @ [column_sums; bias]``). Each stage is one pass over the output; ONNX Runtime's
+      integer products take one zero point and one activation scale per tensor, which is why the
+      per-token terms are applied around it.
 
     Written by hand because ONNX Runtime's quantisers scale activations per tensor only (static or
     per batch).
@@ -348,47 +354,76 @@ def quantize_per_token(path: Path, quantised: list[str]) -> None:
         )
     graph = graph_model.graph
     weights = {initializer.name: initializer for initializer in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     constants = [
         numpy_helper.from_array(np.array([-1], np.int64), "per_token/last_axis"),
-        numpy_helper.from_array(np.array(0.0, np.float32), "per_token/zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "per_token/first"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "per_token/one"),
+        numpy_helper.from_array(np.array(0, np.uint8), "per_token/no_zero_point"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "per_token/half"),
         numpy_helper.from_array(np.array(255.0, np.float32), "per_token/levels"),
         numpy_helper.from_array(np.array(1e-12, np.float32), "per_token/tiny"),
     ]
-    rewritten = []
-    quantised_inputs: dict[str, tuple[str, str, str]] = {}  # q, k and v share one quantised input
+    rewritten, dropped = [], set()  # dropped: the bias Adds folded into the Gemms
+    quantised_inputs: dict[str, dict[str, str]] = {}  # q, k and v share one quantised input
 
     def make(op_type: str, inputs: list[str], output: str, **attributes):
-        return helper.make_node(op_type, inputs, [output], **attributes)
+        return helper.make_node(op_type, inputs, [output], name=output, **attributes)
 
-    def quantise_input(x: str) -> tuple[str, str, str]:
-        """The uint8 form of tensor ``x`` (..., K), its scale (..., 1) and zero point (..., 1, int32)."""
+    def quantise_input(x: str, width: int) -> dict[str, str]:
+        """The uint8 rows of tensor ``x`` (..., ``width``) flattened to (M, ``width``), each row's scale
+        (M, 1), the row's [low, 1] (M, 2), and the leading shape of ``x`` (to restore the output's)."""
         if x not in quantised_inputs:
             t = f"{x}/per_token"  # the prefix of this input's intermediate tensors
+            constants.append(numpy_helper.from_array(np.array([-1, width], np.int64), f"{t}/rows_shape"))
             rewritten.extend(
                 [
-                    make("ReduceMax", [x, "per_token/last_axis"], f"{t}/max", keepdims=1),
-                    make("ReduceMin", [x, "per_token/last_axis"], f"{t}/min", keepdims=1),
-                    make("Max", [f"{t}/max", "per_token/zero"], f"{t}/high"),  # the range holds 0 exactly
-                    make("Min", [f"{t}/min", "per_token/zero"], f"{t}/low"),
+                    make("Shape", [x], f"{t}/shape"),
+                    make("Slice", [f"{t}/shape", "per_token/first", "per_token/last_axis"], f"{t}/leading"),
+                    make("Reshape", [x, f"{t}/rows_shape"], f"{t}/rows"),  # (M, width)
+                    make("ReduceMax", [f"{t}/rows", "per_token/last_axis"], f"{t}/high", keepdims=1),
+                    make("ReduceMin", [f"{t}/rows", "per_token/last_axis"], f"{t}/low", keepdims=1),
                     make("Sub", [f"{t}/high", f"{t}/low"], f"{t}/width"),
                     make("Max", [f"{t}/width", "per_token/tiny"], f"{t}/span"),
                     make("Div", [f"{t}/span", "per_token/levels"], f"{t}/scale"),
                     make("Div", ["per_token/levels", f"{t}/span"], f"{t}/inverse"),
-                    make("Neg", [f"{t}/low"], f"{t}/below"),
-                    make("Mul", [f"{t}/below", f"{t}/inverse"], f"{t}/zero_exact"),
-                    make("Round", [f"{t}/zero_exact"], f"{t}/zero"),
-                    make("Cast", [f"{t}/zero"], f"{t}/zero_int32", to=TensorProto.INT32),
-                    make("Mul", [x, f"{t}/inverse"], f"{t}/scaled"),
-                    make("Round", [f"{t}/scaled"], f"{t}/rounded"),
-                    make("Add", [f"{t}/rounded", f"{t}/zero"], f"{t}/shifted"),
-                    make("Clip", [f"{t}/shifted", "per_token/zero", "per_token/levels"], f"{t}/clipped"),
-                    make("Cast", [f"{t}/clipped"], f"{t}/uint8", to=TensorProto.UINT8),
+                    # q = floor((x - low) / scale + 0.5), as x * inverse + (0.5 - low * inverse): the
+                    # value is in [0, 255.5] by construction, and Cast to uint8 truncates it.
+                    make("Mul", [f"{t}/low", f"{t}/inverse"], f"{t}/low_steps"),
+                    make("Sub", ["per_token/half", f"{t}/low_steps"], f"{t}/offset"),
+                    make("Mul", [f"{t}/rows", f"{t}/inverse"], f"{t}/steps"),
+                    make("Add", [f"{t}/steps", f"{t}/offset"], f"{t}/shifted"),
+                    make("Cast", [f"{t}/shifted"], f"{t}/uint8", to=TensorProto.UINT8),
+                    make("Shape", [f"{t}/low"], f"{t}/low_shape"),
+                    make("Expand", ["per_token/one", f"{t}/low_shape"], f"{t}/ones"),
+                    make("Concat", [f"{t}/low", f"{t}/ones"], f"{t}/low_one", axis=1),  # (M, 2)
                 ]
             )
-            quantised_inputs[x] = (f"{t}/uint8", f"{t}/scale", f"{t}/zero_int32")
+            quantised_inputs[x] = {
+                "uint8": f"{t}/uint8",
+                "scale": f"{t}/scale",
+                "low_one": f"{t}/low_one",
+                "leading": f"{t}/leading",
+            }
         return quantised_inputs[x]
 
+    def folded_bias(node) -> tuple[object | None, str]:
+        """The bias Add right after ``node`` (its only consumer, adding an initializer), and the tensor
+        the layer's output is: that Add's, or ``node``'s own when there is none to fold."""
+        after = consumers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Add":
+            (other,) = [name for name in after[0].input if name != node.output[0]] or [None]
+            bias = weights.get(other)
+            if bias is not None and len(consumers.get(other, [])) == 1 and len(bias.dims) == 1:
+                return after[0], after[0].output[0]
+        return None, node.output[0]
+
     for node in graph.node:
+        if node.name in dropped:
+            continue
         if node.name not in nodes:
             rewritten.append(node)
             continue
@@ -397,28 +432,49 @@ def quantize_per_token(path: Path, quantised: list[str]) -> None:
         step = np.maximum(np.abs(weight).max(axis=0), 1e-12) / WEIGHT_LEVELS  # (out,)
         integers = np.clip(np.round(weight / step), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
         graph.initializer.remove(weights[weight_name])
+        bias_add, output = folded_bias(node)
+        if bias_add is None:
+            bias = np.zeros(weight.shape[1], np.float32)
+        else:
+            bias_name = next(name for name in bias_add.input if name != node.output[0])
+            bias = numpy_helper.to_array(weights[bias_name]).astype(np.float32)
+            graph.initializer.remove(weights[bias_name])
+            dropped.add(bias_add.name)
         w = node.name  # the prefix of this MatMul's new tensors
+        column_sums = integers.sum(axis=0, dtype=np.int64).astype(np.float32) * step  # of W as stored
         constants += [
             numpy_helper.from_array(integers, f"{w}/weight_int8"),
             numpy_helper.from_array(step.astype(np.float32), f"{w}/weight_step"),
-            numpy_helper.from_array(integers.sum(axis=0, dtype=np.int32), f"{w}/column_sums"),  # (out,)
+            numpy_helper.from_array(np.stack([column_sums, bias]), f"{w}/sums_bias"),  # (2, out)
+            numpy_helper.from_array(np.array([weight.shape[1]], np.int64), f"{w}/width_out"),
         ]
-        uint8, scale, zero = quantise_input(activations)
-        # sum_k (q_k - zero) w_k = sum_k q_k w_k - zero * sum_k w_k, in int32, exactly: ONNX Runtime's
-        # MatMulInteger takes one zero point per tensor, not per token.
+        x = quantise_input(activations, weight.shape[0])
         rewritten.extend(
             [
-                make("MatMulInteger", [uint8, f"{w}/weight_int8"], f"{w}/products"),  # (..., out) int32
-                make("Mul", [zero, f"{w}/column_sums"], f"{w}/zero_products"),
-                make("Sub", [f"{w}/products", f"{w}/zero_products"], f"{w}/int32"),
-                make("Cast", [f"{w}/int32"], f"{w}/float", to=TensorProto.FLOAT),
-                make("Mul", [f"{w}/float", scale], f"{w}/per_token"),  # x (..., 1)
-                make("Mul", [f"{w}/per_token", f"{w}/weight_step"], node.output[0]),  # x (out,)
+                helper.make_node(
+                    "MatMulIntegerToFloat",
+                    [
+                        x["uint8"],
+                        f"{w}/weight_int8",
+                        "per_token/one",
+                        f"{w}/weight_step",
+                        "per_token/no_zero_point",
+                    ],
+                    [f"{w}/products"],  # (M, out): q @ W, in float
+                    name=f"{w}/products",
+                    domain="com.microsoft",
+                ),
+                make("Mul", [f"{w}/products", x["scale"]], f"{w}/scaled"),
+                make("Gemm", [x["low_one"], f"{w}/sums_bias", f"{w}/scaled"], f"{w}/rows"),
+                make("Concat", [x["leading"], f"{w}/width_out"], f"{w}/shape", axis=0),
+                make("Reshape", [f"{w}/rows", f"{w}/shape"], output),
             ]
         )
     del graph.node[:]
     graph.node.extend(rewritten)
     graph.initializer.extend(constants)
+    if not any(opset.domain == "com.microsoft" for opset in graph_model.opset_import):
+        graph_model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     try:
         onnx.checker.check_model(graph_model)
     except onnx.checker.ValidationError as error:
