@@ -159,10 +159,15 @@ class FakeQuantLinear(torch.nn.Module):
 
 
 def build_fake_quant(
-    model, ranges: dict, parts: dict[str, str], alpha: float, float_blocks: set[int] = frozenset()
+    model,
+    ranges: dict,
+    parts: dict[str, str],
+    alpha: float,
+    float_blocks: set[int] = frozenset(),
+    float_layers: tuple[str, ...] = (),
 ):
     """A copy of ``model`` with the linear layers named in ``parts`` (part -> activation mode) of every
-    block but ``float_blocks`` (0-based) fake-quantised."""
+    block but ``float_blocks`` (0-based) fake-quantised, but for ``float_layers`` ("block.part")."""
 
     def smoothing(name: str, weights: list[torch.Tensor]) -> torch.Tensor:
         weight_max = torch.stack([w.abs().amax(0) for w in weights]).amax(0)  # (in,)
@@ -182,7 +187,7 @@ def build_fake_quant(
                 qkv, [attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]
             )
             for part in ("q", "k", "v"):
-                if part in parts:
+                if part in parts and f"{index}.{part}" not in float_layers:
                     linear = getattr(attention, f"{part}_proj")
                     setattr(
                         attention, f"{part}_proj", FakeQuantLinear(linear, shared, ranges[qkv], parts[part])
@@ -192,7 +197,7 @@ def build_fake_quant(
                 ("fc1", mlp, "fc1", f"{LAYERS}.{index}.mlp.fc1"),
                 ("fc2", mlp, "fc2", f"{LAYERS}.{index}.mlp.fc2"),
             ):
-                if part in parts:
+                if part in parts and f"{index}.{part}" not in float_layers:
                     linear = getattr(owner, attribute)
                     scale = smoothing(name, [linear.weight])
                     setattr(owner, attribute, FakeQuantLinear(linear, scale, ranges[name], parts[part]))
@@ -200,7 +205,7 @@ def build_fake_quant(
 
 
 def compute_onnx_outputs(
-    model, parts, float_blocks, alpha, weight_rounding, calibration, pixels, cache: Path
+    model, parts, float_blocks, float_layers, alpha, weight_rounding, calibration, pixels, cache: Path
 ):
     """Routed and domain logits of ``export --quantize int8-static``'s int8 graph for this variant
     (without its fp32 re-check near decisions, which `describe` applies)."""
@@ -218,6 +223,7 @@ def compute_onnx_outputs(
     recipe = Int8Recipe(
         parts=tuple(parts),
         float_blocks=tuple(sorted(float_blocks)),
+        float_layers=float_layers,
         alpha=alpha,
         weight_rounding=weight_rounding,
     )
@@ -239,14 +245,15 @@ def compute_onnx_outputs(
     return np.concatenate([o.logits for o in outputs]), np.concatenate([o.domain_logits for o in outputs])
 
 
-def parse_variant(variant: str, default_mode: str) -> tuple[dict[str, str], set[int]]:
-    """ "q+k+v+o+fc1+fc2:token@0,1" -> ({part: mode}, float blocks)."""
-    names, _, blocks = variant.partition("@")
+def parse_variant(variant: str, default_mode: str) -> tuple[dict[str, str], set[int], tuple[str, ...]]:
+    """ "q+k+v+o+fc1+fc2:token@0,2.fc2" -> ({part: mode}, float blocks {0}, float layers ("2.fc2",))."""
+    names, _, kept = variant.partition("@")
     parts = {}
     for item in names.split("+"):
         part, _, mode = item.partition(":")
         parts[part] = mode or default_mode
-    return parts, {int(block) for block in blocks.split(",") if block}
+    kept = [item for item in kept.split(",") if item]
+    return parts, {int(item) for item in kept if "." not in item}, tuple(item for item in kept if "." in item)
 
 
 def describe(name, rows, reference, candidate, fake_ids, thresholds) -> str:
@@ -376,12 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for variant in args.variants:
-        parts, float_blocks = parse_variant(variant, args.activations)
+        parts, float_blocks, float_layers = parse_variant(variant, args.activations)
         if args.runtime == "onnx":
             candidate = compute_onnx_outputs(
                 model,
                 parts,
                 float_blocks,
+                float_layers,
                 args.alpha,
                 args.weight_rounding,
                 calibration_pixels,
@@ -389,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.cache,
             )
         else:
-            quantised = build_fake_quant(model, ranges, parts, args.alpha, float_blocks)
+            quantised = build_fake_quant(model, ranges, parts, args.alpha, float_blocks, float_layers)
             candidate = compute_outputs(quantised, val_pixels[keep])
         print(
             describe(

@@ -16,7 +16,7 @@ from deepfake_detector.cli.main import main
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'deepfake-detector[onnx]'")
 
-BLOCKS = 5  # the default recipe keeps blocks 0-2 in fp32: two blocks are left to quantise
+BLOCKS = 5  # the default recipe keeps block 0 and block 2's fc2 in fp32: blocks 1-4 are quantised
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,24 @@ def test_gptq_rounds_onto_onnx_runtime_s_grid_and_moves_outputs_less_than_roundi
     assert moved_by_gptq < 0.7 * moved_by_nearest
 
 
+def test_a_recipe_keeps_named_single_layers_in_float_and_refuses_what_it_does_not_know(clip_detector):
+    from deepfake_detector.export.int8_static import Int8Recipe
+    from deepfake_detector.modeling.checkpoints import load_model_and_processor, resolve_checkpoint
+
+    model, _ = load_model_and_processor(resolve_checkpoint(clip_detector))
+    layers = Int8Recipe(float_blocks=(0, 1, 2, 3), float_layers=("4.fc2", "4.q")).quantised_layers(model)
+    block = "vision_model.encoder.layers.4"
+    assert layers == [f"{block}.self_attn.{part}_proj" for part in ("k", "v", "out")] + [f"{block}.mlp.fc1"]
+    for wrong, message in (
+        ({"parts": ("q", "gate")}, "not gate"),
+        ({"float_layers": ("fc2",)}, "not 'fc2'"),
+        ({"float_layers": ("2.gate",)}, "not '2.gate'"),
+        ({"recheck_margin_logits": 0}, "above 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Int8Recipe(**wrong)
+
+
 @pytest.fixture(scope="module")
 def int8_export(clip_detector, manifest, tmp_path_factory):
     """The tiny detector exported by `export --quantize int8-static` with the default recipe."""
@@ -132,9 +150,12 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
             "mlp.fc2",
         )
     ]
-    quantised = [name for name in every_linear if name.split(".")[3] in ("3", "4")]
+    kept = [name for name in every_linear if name.split(".")[3] == "0"] + [
+        "vision_model.encoder.layers.2.mlp.fc2"
+    ]
+    quantised = [name for name in every_linear if name not in kept]
     left_in_float = matmul_nodes(graph, every_linear).values()
-    assert sorted(left_in_float) == sorted(set(every_linear) - set(quantised))  # blocks 0-2 only...
+    assert sorted(left_in_float) == sorted(kept)  # block 0 and block 2's fc2 only...
     integer_products = [node for node in graph.graph.node if node.op_type == "MatMulIntegerToFloat"]
     assert len(integer_products) == len(quantised)  # ...and each other layer became one int8 product
     weights = {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
@@ -142,7 +163,7 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
         weight = weights[node.input[1]]
         assert weight.dtype == np.int8 and np.abs(weight).max() == WEIGHT_LEVELS  # the 7-bit grid, used whole
     # One quantised input per distinct tensor: q, k and v share theirs.
-    assert len({node.input[0] for node in integer_products}) == 4 * 2
+    assert len({node.input[0] for node in integer_products}) == 4 * 4 - 1
     exact = onnx.load(int8_export / "model.fp32.onnx")  # the re-check's graph: every linear layer in float
     assert sorted(matmul_nodes(exact, every_linear).values()) == sorted(every_linear)
 
@@ -151,7 +172,8 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
     assert info["quantization"] == {
         "method": "static",
         "parts": ["q", "k", "v", "o", "fc1", "fc2"],
-        "float_blocks": [0, 1, 2],
+        "float_blocks": [0],
+        "float_layers": ["2.fc2"],
         "alpha": 0.7,
         "weight_rounding": "nearest",
         "activations": "per-token",
