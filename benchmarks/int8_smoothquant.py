@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/int8_smoothquant.py --data ../shared/data --cache runs/quant \
         --variants q+k+v+o+fc1 q+k+v+o+fc1+fc2
     .venv/bin/python benchmarks/int8_smoothquant.py --data ../shared/data --cache runs/quant \
-        --runtime onnx --activations token --alpha 0.7 --faces-every 1 --variants "q+k+v+o+fc1+fc2@0,1,2"
+        --runtime onnx --activations token --alpha 0.7 --faces-every 1 --variants "q+k+v+o+fc1+fc2@0,2.fc2"
 
 CLIP's residual stream has a few channels hundreds of times larger than the rest, so per-tensor int8
 activations lose everything else (dynamic per-tensor int8 drifts far from float). This measures the
@@ -20,7 +20,8 @@ remedy the literature uses before building a runtime for it:
 - Only the linear layers named in a variant are quantised (``q``, ``k``, ``v``, ``o`` = out_proj,
   ``fc1``, ``fc2``, each optionally with its own ``:mode``, e.g. ``fc2:token``), in every block but
   those a variant names after ``@`` (0-based, e.g. ``q+k+v+o+fc1@0,1`` keeps blocks 0 and 1 in
-  float); attention's own matmuls, LayerNorms and the heads stay float.
+  float; ``block.part`` keeps one layer: ``@0,2.fc2``, the export's default, keeps block 0 and
+  block 2's fc2); attention's own matmuls, LayerNorms and the heads stay float.
 
 It reports, on the *val* split (all of ``modern/`` val and every ``--faces-every``-th ``faces/`` val
 image, by default every third; 1: the whole split), the
