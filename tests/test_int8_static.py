@@ -122,10 +122,12 @@ def test_a_recipe_keeps_named_single_layers_in_float_and_refuses_what_it_does_no
 
 @pytest.fixture(scope="module")
 def int8_export(clip_detector, manifest, tmp_path_factory):
-    """The tiny detector exported by `export --quantize int8-static` with the default recipe."""
+    """The tiny detector exported by `export --quantize int8-static` with the default recipe; the
+    statistics it calibrated on are saved beside it, as ``calibration.safetensors``."""
     out = tmp_path_factory.mktemp("export") / "int8"
     args = ["export", "--quantize", "int8-static", "--model", str(clip_detector), "--out", str(out)]
-    assert main([*args, "--calibration-data", str(manifest), "--calibration-count", "16"]) == 0
+    calibration = ["--calibration-data", str(manifest), "--calibration-count", "16"]
+    assert main([*args, *calibration, "--save-calibration", str(out.parent / "calibration.safetensors")]) == 0
     return out
 
 
@@ -179,6 +181,7 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
         "activations": "per-token",
         "recheck_margin_logits": 0.75,
         "calibration_images": 16,
+        "calibration_source": "images",
     }
     assert info["parity"]["check_images"] == 256 and info["parity"]["passed"]
     assert Detector.from_pretrained(int8_export).info().recheck_margin_logits == 0.75  # what `info` shows
@@ -304,7 +307,48 @@ def test_int8_static_says_what_it_needs(clip_detector, seed_checkpoint, manifest
     assert "--quantize int8-static needs calibration images (--calibration-data)" in export(clip_detector)
     assert "int8-static needs a CLIP image tower" in export(seed_checkpoint, *calibration, "8")
     assert "the 'train' split has 288 images" in export(clip_detector, *calibration, "100")
+    assert "give --calibration-data" in export(clip_detector, "--save-calibration", str(tmp_path / "s"))
     assert not out.exists()
+
+
+def test_a_checkpoint_that_ships_its_calibration_exports_the_same_graph_without_images(
+    clip_detector, int8_export, tmp_path
+):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from deepfake_detector.errors import ExportError
+    from deepfake_detector.export.int8_static import CALIBRATION_FILE, Int8Recipe
+    from deepfake_detector.export.onnx import export_onnx
+
+    shipped = tmp_path / "shipped"
+    shutil.copytree(clip_detector, shipped)
+    shutil.copyfile(int8_export.parent / "calibration.safetensors", shipped / CALIBRATION_FILE)
+    out = tmp_path / "int8"
+    assert main(["export", "--quantize", "int8-static", "--model", str(shipped), "--out", str(out)]) == 0
+
+    info = json.loads((out / "export.json").read_text())["quantization"]
+    assert info["calibration_source"] == CALIBRATION_FILE and info["calibration_images"] == 16
+
+    def int8_weights(folder):
+        graph = onnx.load(folder / "model.onnx").graph
+        return {init.name: numpy_helper.to_array(init) for init in graph.initializer if init.data_type == 3}
+
+    ours, with_images = int8_weights(out), int8_weights(int8_export)
+    assert len(ours) == 4 * 6 - 1 and sorted(ours) == sorted(with_images)  # one per quantised layer
+    for name, weight in ours.items():
+        np.testing.assert_array_equal(weight, with_images[name])  # the same migration, the same grid
+
+    with pytest.raises(ExportError, match="GPTQ weight rounding needs calibration images"):
+        export_onnx(
+            shipped, tmp_path / "gptq", quantize="int8-static", recipe=Int8Recipe(weight_rounding="gptq")
+        )
+    (shipped / CALIBRATION_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ExportError, match=f"{CALIBRATION_FILE}: not int8 calibration statistics"):
+        export_onnx(shipped, tmp_path / "damaged", quantize="int8-static")
+    assert not (tmp_path / "gptq").exists() and not (tmp_path / "damaged").exists()
 
 
 def test_calibration_and_check_images_are_disjoint_equal_shares(manifest, tmp_path):

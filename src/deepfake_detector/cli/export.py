@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
         choices=QUANTIZE_CHOICES,
         help="int8: dynamic quantisation of the matrix multiplies (smaller, faster on CPUs; answers "
         "checked against the parity bar); int8-static: outlier-aware static int8 for CLIP detectors "
-        "(the default model), calibrated on --calibration-data; default: fp32",
+        "(the default model), calibrated on --calibration-data, or on the statistics the checkpoint ships "
+        "(the default model does); default: fp32",
     )
     parser.add_argument(
         "--calibration-data",
@@ -33,6 +34,12 @@ def add_parser(subparsers) -> None:
         metavar="DATA",
         help="int8-static: labelled data (manifest, class folder or dataset), each giving an equal share "
         "of the calibration images, and the parity check's images unless --check-images is given",
+    )
+    parser.add_argument(
+        "--save-calibration",
+        metavar="FILE",
+        help="int8-static: also write the statistics measured on --calibration-data to FILE; a checkpoint "
+        "folder holding it as int8_calibration.safetensors exports without --calibration-data",
     )
     parser.add_argument(
         "--calibration-split", default="train", help="split of --calibration-data to draw from (%(default)s)"
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         check_images=check_images,
         calibration_images=calibration_images,
+        save_calibration=args.save_calibration,
     )
     print(
         f"deepfake-detector: wrote the {result.precision} ONNX export to {result.folder}; against PyTorch: "

@@ -50,6 +50,10 @@ PARTS = {
     "fc2": "mlp.fc2",
 }
 CALIBRATION_BATCH = 8
+# What a checkpoint folder may ship so that its int8-static export needs no calibration images: the
+# largest |input| per channel of every linear layer, over the images it was calibrated on
+# (`save_input_ranges`, written by ``export --save-calibration``).
+CALIBRATION_FILE = "int8_calibration.safetensors"
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
 # The int8 weights' grid (ONNX Runtime's with reduce_range): symmetric, per output channel, integers in
 # [-64, 64] (a step of max|w| / 64), so that a u8 x s8 pair sum fits int16 on CPUs without VNNI.
@@ -174,15 +178,76 @@ def select_calibration_images(
     return calibration, check
 
 
-def prepare_model(model, batches: Callable[[], Iterator[np.ndarray]], recipe: Int8Recipe):
+def prepare_model(
+    model,
+    batches: Callable[[], Iterator[np.ndarray]] | None,
+    recipe: Int8Recipe,
+    ranges: dict[str, np.ndarray] | None = None,
+):
     """A copy of ``model`` ready for `quantize_per_token`: outliers migrated (`smooth_model`) and, with
     GPTQ rounding, the quantised layers' weights already on the int8 grid (`round_weights`).
-    ``batches()`` yields calibration pixel batches; it is read once, or twice with GPTQ."""
+
+    Args:
+        batches: ``batches()`` yields calibration pixel batches; it is read once for the input ranges
+            unless ``ranges`` are given, and once more with GPTQ. None: ``ranges`` only.
+        ranges: Input ranges already measured (`collect_input_ranges`, `load_input_ranges`).
+
+    Raises:
+        ExportError: ``ranges`` lack a layer the recipe quantises, or GPTQ rounding has no images.
+    """
     layers = recipe.quantised_layers(model)
-    prepared = smooth_model(model, collect_input_ranges(model, batches(), layers), recipe)
+    if ranges is None:
+        ranges = collect_input_ranges(model, batches(), layers)
+    missing = [name for name in layers if name not in ranges]
+    if missing:
+        raise ExportError(
+            f"int8-static: the calibration statistics lack {len(missing)} of the recipe's layers "
+            f"(first: {missing[0]}); they were measured on another model"
+        )
+    prepared = smooth_model(model, ranges, recipe)
     if recipe.weight_rounding == "gptq":
+        if batches is None:
+            raise ExportError(
+                "int8-static: GPTQ weight rounding needs calibration images (--calibration-data)"
+            )
         round_weights(prepared, collect_input_moments(prepared, batches(), layers))
     return prepared
+
+
+def every_linear_layer(model) -> list[str]:
+    """Module names of every linear layer any recipe may quantise in ``model``."""
+    return Int8Recipe(float_blocks=(), float_layers=()).quantised_layers(model)
+
+
+def save_input_ranges(path: str | os.PathLike, ranges: dict[str, np.ndarray], image_count: int) -> None:
+    """Writes what the migration reads of ``ranges`` (each channel's largest |input|, (1, in) float32)
+    and how many images they were measured on, as safetensors."""
+    from safetensors.numpy import save_file
+
+    largest = {
+        name: np.abs(value).max(axis=0, keepdims=True).astype(np.float32) for name, value in ranges.items()
+    }
+    save_file(largest, os.fspath(path), metadata={"calibration_images": str(image_count)})
+
+
+def load_input_ranges(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], int]:
+    """The ranges `save_input_ranges` wrote, and the number of images behind them.
+
+    Raises:
+        ExportError: The file can't be read as such statistics.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as handle:
+            names = list(handle.keys())
+            ranges = {name: handle.get_tensor(name) for name in names}
+            count = int((handle.metadata() or {}).get("calibration_images", 0))
+    except Exception as error:  # safetensors raises its own types for a damaged or foreign file
+        raise ExportError(f"{os.fspath(path)}: not int8 calibration statistics ({error})") from error
+    if not ranges or any(value.ndim != 2 or value.shape[0] not in (1, 2) for value in ranges.values()):
+        raise ExportError(f"{os.fspath(path)}: not int8 calibration statistics (unexpected tensors)")
+    return ranges, count
 
 
 def collect_input_ranges(model, batches: Iterator[np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -308,7 +373,8 @@ def smooth_model(model, ranges: dict[str, np.ndarray], recipe: Int8Recipe):
             projections = [attention.q_proj, attention.k_proj, attention.v_proj]
             names = [f"{prefix}.{PARTS[part]}" for part in ("q", "k", "v")]
             if quantised & set(names):  # q, k and v read the same LayerNorm output: one migration
-                scale = factors(names[0], [p.weight for p in projections])
+                measured = next(name for name in names if name in ranges)  # the same input's ranges
+                scale = factors(measured, [p.weight for p in projections])
                 _divide_layer_norm(layer.layer_norm1, scale)
                 for projection in projections:
                     projection.weight.mul_(scale[None, :])

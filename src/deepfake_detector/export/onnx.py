@@ -6,7 +6,8 @@ the parity it measured, versions, git revision). The graph comes from ``torch.on
 dynamo exporter); ``optimum`` would do the same but pins transformers below 5. int8 is ONNX
 Runtime's dynamic quantisation: 7-bit weights per output channel, activations quantised per batch.
 int8-static is the outlier-aware form for CLIP towers (`export.int8_static`): outliers migrated into
-the weights, activation ranges fixed on calibration images, the layers that break kept in fp32.
+the weights on ranges measured on calibration images (or shipped with the checkpoint), activations
+quantised per token, the layers that break kept in fp32.
 
 Every export checks itself: the new file and the PyTorch model score the same preprocessed images
 (``check_images``, or synthetic photographs), and an export that misses the parity bar is deleted
@@ -86,6 +87,7 @@ def export_onnx(
     check_images: list | None = None,
     calibration_images: list | None = None,
     recipe=None,
+    save_calibration: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Exports a checkpoint to an ONNX folder and checks it against the PyTorch model.
 
@@ -93,17 +95,23 @@ def export_onnx(
         model: Checkpoint folder, hub id or alias, as for `Detector.from_pretrained`.
         out: The folder to create; it must not exist yet, or be empty.
         quantize: None for fp32, "int8" (dynamic quantisation) or "int8-static" (outlier-aware static
-            quantisation of a CLIP tower; needs ``calibration_images``).
+            quantisation of a CLIP tower; needs ``calibration_images`` unless the checkpoint folder
+            ships its calibration statistics, `int8_static.CALIBRATION_FILE`, as the default model
+            does).
         revision: Hub revision of ``model``.
         allow_pickle: Accept pickle-only checkpoints (trusted files only).
         check_images: Inputs to check parity on (paths, bytes, PIL images, arrays); default:
-            `DEFAULT_CHECK_COUNT` synthetic photographs. Use images like the ones you will score.
+            `DEFAULT_CHECK_COUNT` synthetic photographs (int8-static: `int8_static.HELD_OUT_CHECK_COUNT`,
+            enough to measure its bar). Use images like the ones you will score.
         calibration_images: For "int8-static": images like the ones you will score (from the training
             split, never the test split), whose activation ranges fix the int8 scales;
             `int8_static.select_calibration_images` picks them, and held-out ``check_images``, from
             labelled data (as ``export --calibration-data`` does).
         recipe: For "int8-static": an `int8_static.Int8Recipe` (which layers); default: the one
             measured for ViT-B/16.
+        save_calibration: For "int8-static" with ``calibration_images``: also write the statistics
+            measured on them to this file; a checkpoint folder holding it as
+            `int8_static.CALIBRATION_FILE` exports without calibration images.
 
     Returns:
         What was written and the parity it measured.
@@ -114,6 +122,7 @@ def export_onnx(
             left at ``out`` then.
         MissingExtraError: onnx, onnxscript or onnxruntime is not installed (extra ``onnx``).
     """
+    from deepfake_detector.export.int8_static import CALIBRATION_FILE, HELD_OUT_CHECK_COUNT
     from deepfake_detector.io.images import load_image
     from deepfake_detector.modeling.checkpoints import load_model_and_processor, resolve_checkpoint
     from deepfake_detector.modeling.labels import resolve_label_roles
@@ -122,9 +131,11 @@ def export_onnx(
         raise ExportError(
             f"--quantize {quantize!r} is not supported; choose one of: {', '.join(QUANTIZE_CHOICES)}"
         )
-    if (quantize == "int8-static") != bool(calibration_images):
+    if quantize != "int8-static" and (calibration_images or save_calibration):
+        raise ExportError("calibration images and --save-calibration are for --quantize int8-static only")
+    if save_calibration and not calibration_images:
         raise ExportError(
-            "--quantize int8-static needs calibration images (--calibration-data), and only it uses them"
+            "--save-calibration writes what calibration images measure: give --calibration-data"
         )
     for module in ("onnx", "onnxscript", "onnxruntime"):
         require(module, "onnx")
@@ -133,10 +144,19 @@ def export_onnx(
         raise ExportError(f"--out {out} already exists and is not an empty folder; choose a new folder")
 
     checkpoint = resolve_checkpoint(model, revision=revision, allow_pickle=allow_pickle)
+    shipped = checkpoint.folder / CALIBRATION_FILE
+    if quantize == "int8-static" and not calibration_images and not shipped.is_file():
+        raise ExportError(
+            f"--quantize int8-static needs calibration images (--calibration-data): {checkpoint.name!r} "
+            f"ships no calibration statistics ({CALIBRATION_FILE})"
+        )
     torch_model, processor = load_model_and_processor(checkpoint, allow_pickle=allow_pickle)
     roles = resolve_label_roles(torch_model.config.id2label)
     preprocessor = ImagePreprocessor(processor)
-    images = [load_image(image) for image in check_images] if check_images else _synthetic_photos()
+    if check_images:
+        images = [load_image(image) for image in check_images]
+    else:
+        images = _synthetic_photos(HELD_OUT_CHECK_COUNT if quantize == "int8-static" else DEFAULT_CHECK_COUNT)
     pixel_values = np.stack([preprocessor(image) for image in images])  # (N, 3, H, W)
     precision = "int8" if quantize else "fp32"
 
@@ -146,7 +166,14 @@ def export_onnx(
         quantization = None
         if quantize == "int8-static":
             quantization = _export_int8_static(
-                torch_model, preprocessor, calibration_images, recipe, staging / ONNX_FILE
+                torch_model,
+                preprocessor,
+                pixel_values[:2],
+                staging / ONNX_FILE,
+                calibration_images=calibration_images,
+                shipped=shipped,
+                recipe=recipe,
+                save_calibration=save_calibration,
             )
         else:
             _export_graph(torch_model, pixel_values[:2], staging / ONNX_FILE)
@@ -252,25 +279,50 @@ def _export_graph(model, example: np.ndarray, path: Path) -> None:
         ) from error
 
 
-def _export_int8_static(model, preprocessor, calibration_images: list, recipe, path: Path) -> dict:
-    """Writes the outlier-aware static int8 graph of ``model`` to ``path``; returns what export.json
-    records of it."""
+def _export_int8_static(
+    model,
+    preprocessor,
+    example: np.ndarray,
+    path: Path,
+    *,
+    calibration_images: list | None,
+    shipped: Path,
+    recipe,
+    save_calibration: str | os.PathLike | None,
+) -> dict:
+    """Writes the outlier-aware static int8 graph of ``model`` to ``path``, calibrated on
+    ``calibration_images``, or else on the statistics the checkpoint ships (``shipped``); returns what
+    export.json records of it."""
     from deepfake_detector.export import int8_static
     from deepfake_detector.io.images import load_image
 
     recipe = recipe or int8_static.Int8Recipe()
-    layers = recipe.quantised_layers(model)
-    pixel_values = np.stack([preprocessor(load_image(image)) for image in calibration_images])  # (N, 3, H, W)
+    if calibration_images:
+        pixel_values = np.stack([preprocessor(load_image(image)) for image in calibration_images])
 
-    def batches():
-        step = int8_static.CALIBRATION_BATCH
-        return (pixel_values[start : start + step] for start in range(0, len(pixel_values), step))
+        def batches():
+            step = int8_static.CALIBRATION_BATCH
+            return (pixel_values[start : start + step] for start in range(0, len(pixel_values), step))
 
-    _export_graph(int8_static.prepare_model(model, batches, recipe), pixel_values[:2], path)
-    int8_static.quantize_per_token(path, layers)
+        # Every layer's ranges, in the same single pass: what --save-calibration writes fits any recipe.
+        ranges = int8_static.collect_input_ranges(model, batches(), int8_static.every_linear_layer(model))
+        image_count, source = len(pixel_values), "images"
+        if save_calibration:
+            int8_static.save_input_ranges(save_calibration, ranges, image_count)
+    else:
+        batches = None
+        ranges, image_count = int8_static.load_input_ranges(shipped)
+        source = shipped.name
+    _export_graph(int8_static.prepare_model(model, batches, recipe, ranges), example, path)
+    int8_static.quantize_per_token(path, recipe.quantised_layers(model))
     if recipe.recheck_margin_logits is not None:
-        _export_graph(model, pixel_values[:2], path.with_name(EXACT_ONNX_FILE))  # scores rows near a decision
-    return {"method": "static", **recipe.to_dict(), "calibration_images": len(pixel_values)}
+        _export_graph(model, example, path.with_name(EXACT_ONNX_FILE))  # scores rows near a decision
+    return {
+        "method": "static",
+        **recipe.to_dict(),
+        "calibration_images": image_count,
+        "calibration_source": source,
+    }
 
 
 def _quantize_int8(path: Path) -> None:

@@ -192,7 +192,8 @@ def resolve_engine(
         "torch",
         "fp32",
         f"auto: this CPU has no native bf16 ({cpu.describe()}), so fp32 is the fastest PyTorch precision; "
-        "an int8 export (`deepfake-detector export --quantize int8-static`) is faster",
+        "an int8 export is faster (for the default model: `deepfake-detector export --quantize int8-static "
+        "--model clip-b16-v2 --out DIR`, then `--model DIR`)",
     )
 
 
