@@ -43,6 +43,23 @@ def test_auto_picks_bf16_only_where_the_cpu_computes_it():
     assert explicit.precision == "fp32" and explicit.reason == "precision='fp32' was asked for"
 
 
+def test_a_cached_int8_export_runs_where_auto_would_not_pick_amx_bf16_or_where_asked(tmp_path):
+    cached = tmp_path / "exports" / "m-int8-static"
+
+    def pick(engine="auto", precision="auto", cpu=NO_BF16, device="cpu"):
+        choice = resolve_engine(
+            engine, precision, onnx_precision=None, device=device, cpu=cpu, cached_int8=cached
+        )
+        return choice.engine, choice.precision, choice.folder
+
+    assert pick() == ("onnx", "int8", cached)
+    assert pick(cpu=CpuFeatures(avx512_bf16=True)) == ("onnx", "int8", cached)  # faster than bf16 there
+    assert pick(cpu=AMX) == ("torch", "bf16", None)
+    assert pick(cpu=AMX, precision="int8") == pick(cpu=AMX, engine="onnx") == ("onnx", "int8", cached)
+    assert pick(precision="fp32") == pick(engine="torch") == ("torch", "fp32", None)
+    assert pick(device="cuda") == ("torch", "fp32", None)
+
+
 def test_auto_picks_the_onnx_export_at_its_own_precision():
     choice = resolve_engine("auto", "auto", onnx_precision="int8", device="cpu", cpu=AMX)
     assert (choice.engine, choice.precision) == ("onnx", "int8")

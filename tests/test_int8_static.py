@@ -421,3 +421,65 @@ def test_an_export_whose_fp32_graph_is_missing_says_so(int8_export, tmp_path):
     (broken / "model.fp32.onnx").unlink()
     with pytest.raises(EngineError, match=r"model\.fp32\.onnx, which is missing; export the folder again"):
         Detector.from_pretrained(broken)
+
+
+@pytest.fixture
+def cached_model(clip_detector, int8_export, tmp_path, monkeypatch):
+    """The tiny detector as a bundled model assembled in the cache is (shipping its calibration
+    statistics), and this CPU as one without AMX."""
+    import shutil
+
+    from deepfake_detector.export.int8_static import CALIBRATION_FILE
+    from deepfake_detector.inference import loading
+    from deepfake_detector.inference.engines import CpuFeatures
+
+    monkeypatch.setenv("DEEPFAKE_DETECTOR_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "models" / "tiny-0123456789abcdef"
+    shutil.copytree(clip_detector, folder)
+    shutil.copyfile(int8_export.parent / "calibration.safetensors", folder / CALIBRATION_FILE)
+    without_amx = CpuFeatures(avx512_bf16=True, avx512=True, avx2=True)
+    monkeypatch.setattr(loading, "detect_cpu_features", lambda: without_amx)
+    return folder
+
+
+def test_auto_runs_the_cached_int8_export_without_amx_and_explains_with_pytorch(
+    cached_model, varied_images, monkeypatch
+):
+    from deepfake_detector.export.onnx import export_int8_to_cache
+    from deepfake_detector.inference import loading
+    from deepfake_detector.inference.engines import CpuFeatures
+    from deepfake_detector.modeling.checkpoints import int8_export_folder
+
+    assert Detector.from_pretrained(cached_model).engine.name == "torch"  # nothing built yet
+    folder, result = export_int8_to_cache(cached_model)
+    assert folder == int8_export_folder(cached_model) and folder.parent.name == "exports"
+    assert result is not None and result.parity.passed
+    assert export_int8_to_cache(cached_model) == (folder, None)  # built once
+
+    detector = Detector.from_pretrained(cached_model, jpeg_draft=False)
+    assert (detector.engine.name, detector.engine.precision) == ("onnx", "int8")
+    assert "no AMX" in detector.info().engine_reason and detector.model is None
+    assert detector.info().model == str(cached_model)  # the rows name the model, not the export
+    ours = detector.predict(varied_images[:6])
+    direct = Detector.from_pretrained(folder, jpeg_draft=False).predict(varied_images[:6])
+    assert [p.fake_score for p in ours] == [p.fake_score for p in direct]
+
+    explanation = detector.explain(varied_images[0])  # heatmaps need the PyTorch model: loaded now
+    assert detector.model is None and detector._explainer.model is not None
+    exact = Detector.from_pretrained(cached_model, precision="fp32", engine="torch")
+    assert (exact.engine.name, exact.engine.precision) == ("torch", "fp32")  # one flag away
+    np.testing.assert_allclose(explanation.token_map, exact.explain(varied_images[0]).token_map, atol=1e-6)
+    with_amx = CpuFeatures(amx=True, avx512_bf16=True, avx512=True, avx2=True)
+    monkeypatch.setattr(loading, "detect_cpu_features", lambda: with_amx)
+    assert Detector.from_pretrained(cached_model).engine.precision == "bf16"  # AMX: bf16 stays
+    assert Detector.from_pretrained(cached_model, precision="int8").engine.name == "onnx"  # unless asked
+
+
+def test_only_a_model_assembled_in_the_cache_has_a_cached_int8_export(clip_detector, cached_model):
+    from deepfake_detector.errors import ExportError
+    from deepfake_detector.export.onnx import export_int8_to_cache
+    from deepfake_detector.modeling.checkpoints import int8_export_folder
+
+    assert int8_export_folder(clip_detector) is None
+    with pytest.raises(ExportError, match="is not a bundled model assembled in the cache"):
+        export_int8_to_cache(clip_detector)

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             if info.get("recheck_margin_logits")
             else ""
         ),
+        *([f"why:          {info['engine_reason']}"] if info.get("engine_reason") else []),
         "faces:        "
         + (
             f"face crops by default ({info['faces']['detector']}, margin {info['faces']['margin_ratio']:g})"

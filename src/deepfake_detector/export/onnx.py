@@ -225,6 +225,31 @@ def export_onnx(
     return ExportResult(out, precision, parity, max_logit_diff)
 
 
+def export_int8_to_cache(model: str | os.PathLike) -> tuple[Path, ExportResult | None]:
+    """Writes the int8-static export of ``model``, a model assembled in the cache (a bundled one such
+    as the default), where `Detector.from_pretrained` finds it (`checkpoints.int8_export_folder`):
+    "auto" then runs it on CPUs without AMX. Its calibration statistics must ship with it.
+
+    Returns:
+        ``(folder, result)``; result is None when the export was there already.
+
+    Raises:
+        ExportError: ``model`` is not assembled in the cache, or as `export_onnx`.
+    """
+    from deepfake_detector.modeling.checkpoints import int8_export_folder, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(model)
+    folder = int8_export_folder(checkpoint.folder)
+    if folder is None:
+        raise ExportError(
+            f"{checkpoint.name!r} is not a bundled model assembled in the cache; export it with "
+            "`deepfake-detector export --quantize int8-static --out DIR` and load DIR instead"
+        )
+    if (folder / EXPORT_INFO_FILE).is_file():
+        return folder, None
+    return folder, export_onnx(model, folder, quantize="int8-static")
+
+
 def _compute_in_batches(
     engine, pixel_values: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> ModelOutputs:

@@ -68,6 +68,7 @@ class Detector:
         face_mode: FaceMode | None = None,
         provenance: ProvenanceOptions | None = None,
         settings: StoredSettings | None = None,
+        load_explain_model=None,
     ) -> None:
         # model is None when the checkpoint is an ONNX export; then `engine` and `config` are required.
         self.model = model.to(device) if model is not None else None
@@ -90,8 +91,10 @@ class Detector:
         self.calibration = calibration or self.settings.calibration
         self.device = device
         self.max_pixels = max_pixels
-        # Explaining runs on a float32 copy of the model (eager attention for a ViT), made by explain().
-        self._explainer = Explainer(self.model, processor, roles)
+        # Explaining runs on a float32 copy of the model (eager attention for a ViT), made by explain();
+        # a detector running its checkpoint's int8 export loads the PyTorch model then
+        # (``load_explain_model``, from `from_pretrained`).
+        self._explainer = Explainer(self.model, processor, roles, load_model=load_explain_model)
         # Face mode when a call leaves ``faces`` out, and the face settings whenever a call turns it on:
         # the checkpoint's stored settings under the ``faces`` that `from_pretrained` was given.
         self.face_mode = face_mode or build_face_mode(None, self.settings.faces)
@@ -223,6 +226,7 @@ class Detector:
             face_options=self.face_options,
             domains=self.domains,
             export_info=self._export_info,
+            engine_reason=None if self.engine_choice is None else self.engine_choice.reason,
         )
 
     def describe_scoring(self) -> dict:

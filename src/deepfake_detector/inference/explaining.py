@@ -8,7 +8,8 @@ prediction give a file the same verdict. Face mode explains each face crop (`exp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,16 +34,29 @@ class Explainer:
     with concurrent scoring.
 
     Args:
-        model: The checkpoint's PyTorch model; None for an ONNX export, which can't be explained.
+        model: The checkpoint's PyTorch model; None for an ONNX export, which can't be explained unless
+            ``load_model`` is given.
         processor: The checkpoint's image processor.
         roles: The checkpoint's labels and which are fake (Grad-CAM contrasts fake against real).
+        load_model: Loads the PyTorch model when ``model`` is None (a detector running its checkpoint's
+            int8 export): called once, by the first explanation.
     """
 
-    def __init__(self, model, processor, roles: LabelRoles) -> None:
+    def __init__(
+        self, model, processor, roles: LabelRoles, *, load_model: Callable[[], object] | None = None
+    ) -> None:
         self.model = model
         self.processor = processor
         self.roles = roles
+        self._load_model = load_model
+        self._loading = threading.Lock()
         self._explainer_model = None  # the float32 copy, made by the first compute_token_map
+
+    def _pytorch_model(self):
+        with self._loading:
+            if self.model is None and self._load_model is not None:
+                self.model = self._load_model()
+            return self.model
 
     def check(self, method: str) -> str:
         """The concrete method ("rollout" or "gradcam", never "auto") for this model.
@@ -52,7 +66,7 @@ class Explainer:
         """
         from deepfake_detector.explain.heatmaps import check_explainable
 
-        return check_explainable(self.model, self.processor, method)
+        return check_explainable(self._pytorch_model(), self.processor, method)
 
     def compute_token_map(self, image, method: str) -> np.ndarray:
         """The heatmap of one loaded RGB image at the model's resolution (a ViT's patch grid, a conv
@@ -60,7 +74,7 @@ class Explainer:
         from deepfake_detector.explain.heatmaps import build_explainer_model, compute_token_map
 
         if self._explainer_model is None:
-            self._explainer_model = build_explainer_model(self.model)
+            self._explainer_model = build_explainer_model(self._pytorch_model())
         return compute_token_map(
             self._explainer_model, self.processor, image, method=method, roles=self.roles
         )  # (rows, cols)

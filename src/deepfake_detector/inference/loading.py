@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deepfake_detector.faces.crops import FaceChoice, FaceMode, build_face_mode
@@ -23,6 +25,8 @@ from deepfake_detector.inference.engines import (
     resolve_engine,
 )
 from deepfake_detector.modeling.checkpoints import (
+    ResolvedCheckpoint,
+    int8_export_folder,
     load_config_and_processor,
     load_model_and_processor,
     resolve_checkpoint,
@@ -56,6 +60,9 @@ class ModelInfo:
     precision: str = "fp32"
     # An int8-static export: images within this many logits of a decision are scored again in fp32.
     recheck_margin_logits: float | None = None
+    # Why this engine and precision run (`EngineChoice.reason`); None when the detector was built by
+    # hand rather than by `Detector.from_pretrained`.
+    engine_reason: str | None = None
     faces: dict | None = None
     # Models with domains: the domains (face first) and each one's thresholds, which decide verdicts
     # in that domain instead of ``thresholds``.
@@ -92,6 +99,8 @@ class DetectorParts:
         settings: What the checkpoint stores (`StoredSettings`).
         engine_choice: Why this engine and precision.
         export_info: ``export.json`` of an ONNX export folder; None otherwise.
+        load_explain_model: Loads the PyTorch model that heatmaps need, for a detector that runs the
+            checkpoint's int8 export from the cache; None otherwise.
     """
 
     model: object | None
@@ -109,6 +118,7 @@ class DetectorParts:
     settings: StoredSettings
     engine_choice: EngineChoice
     export_info: dict | None
+    load_explain_model: Callable[[], object] | None = None
 
     def init_kwargs(self) -> dict:
         """The keyword arguments of `Detector.__init__` (all but the caller's own ``max_pixels`` and
@@ -167,7 +177,13 @@ def load_detector_parts(
         onnx_precision=export_info["precision"] if export_info else None,
         device=device,
         cpu=detect_cpu_features(),
+        cached_int8=None if export_info else _find_cached_int8_export(checkpoint.folder),
     )
+    load_explain_model = None
+    if choice.folder is not None:  # this checkpoint's int8-static export, from the cache
+        load_explain_model = functools.partial(_load_model, checkpoint, allow_pickle, model_kwargs)
+        checkpoint = ResolvedCheckpoint(checkpoint.name, choice.folder, checkpoint.revision)
+        export_info = load_export_info(choice.folder)
     if choice.engine == "onnx":
         model = None
         config, processor = load_config_and_processor(checkpoint)
@@ -207,6 +223,7 @@ def load_detector_parts(
         settings=settings,
         engine_choice=choice,
         export_info=export_info,
+        load_explain_model=load_explain_model,
     )
 
 
@@ -224,6 +241,7 @@ def build_model_info(
     face_options: FaceOptions | None,
     domains: tuple[str, ...] | None,
     export_info: dict | None,
+    engine_reason: str | None = None,
 ) -> ModelInfo:
     """Labels, role mapping, input preprocessing and parameter count of a loaded checkpoint.
 
@@ -256,6 +274,7 @@ def build_model_info(
         engine=engine.name,
         precision=engine.precision,
         recheck_margin_logits=recheck_margin_logits(export_info),
+        engine_reason=engine_reason,
         faces=None if face_options is None else face_options.to_config(),
         domains=list(domains) if domains else None,
         domain_thresholds={
@@ -268,6 +287,17 @@ def build_model_info(
         }
         or None,
     )
+
+
+def _find_cached_int8_export(folder) -> Path | None:
+    """The int8-static export of the checkpoint at ``folder`` that ``fetch-backbone --int8-static``
+    wrote, if it is there."""
+    export = int8_export_folder(folder)
+    return export if export is not None and load_export_info(export) is not None else None
+
+
+def _load_model(checkpoint: ResolvedCheckpoint, allow_pickle: bool, model_kwargs: dict):
+    return load_model_and_processor(checkpoint, allow_pickle=allow_pickle, **model_kwargs)[0]
 
 
 def _resolve_device(device: str) -> str:

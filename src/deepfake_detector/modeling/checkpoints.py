@@ -135,6 +135,18 @@ def _download(
         ) from None
 
 
+def int8_export_folder(checkpoint_folder: Path) -> Path | None:
+    """Where ``fetch-backbone --int8-static`` keeps the int8-static export of a model assembled in the
+    cache (a bundled model's folder, named after its content, so a new release gets a new export); None
+    for a checkpoint anywhere else. The folder may not exist yet."""
+    from deepfake_detector.modeling.clip_backbone import cache_root
+
+    root = cache_root()
+    if Path(checkpoint_folder).resolve().parent != (root / "models").resolve():
+        return None
+    return root / "exports" / f"{Path(checkpoint_folder).name}-int8-static"
+
+
 def bundled_model_folder(name: str) -> Path:
     """The folder of a model shipped inside the package (``BUNDLED_MODELS``).
 
