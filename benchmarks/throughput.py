@@ -18,7 +18,9 @@ What it does, all in one run:
 3. (a) the baseline: a fresh Python process running ``transformers.pipeline("image-classification")``
    over the files, one call per file (its default batch size of 1), as the model card shows.
    (b) each variant: a fresh ``deepfake-detector predict FOLDER --output rows.jsonl`` process:
-   ``auto`` (the defaults), ``exact`` (``--precision fp32 --engine torch``), and ``onnx-fp32`` /
+   ``auto`` (the defaults; with ``fetch-backbone --int8-static`` done, the default model's cached
+   int8 export on a CPU without AMX), ``exact`` (``--precision fp32 --engine torch``), ``bf16``
+   (``--precision bf16 --engine torch``), and ``onnx-fp32`` /
    ``onnx-int8`` / ``onnx-int8-static``, which first ``deepfake-detector export`` the checkpoint (a
    one-time cost, reported apart; int8-static calibrates on ``--calibration-data``, a CLIP detector
    only) and then predict with ``--model EXPORT``.
@@ -61,6 +63,7 @@ MIXED_SIZES = [
 ]
 VARIANTS = {
     "exact": ["--precision", "fp32", "--engine", "torch"],
+    "bf16": ["--precision", "bf16", "--engine", "torch"],
     "auto": [],
     "onnx-fp32": [],
     "onnx-int8": [],
@@ -343,6 +346,14 @@ def run_variants(args, model: Path, images: Path, work: Path) -> tuple[list, dic
         wall_s, peak = run_timed(command, work / f"predict-{variant}.log")
         shown = " ".join(["deepfake-detector predict IMAGES --model", shown_model, *flags])
         results.append((f"(b) {variant}", shown, wall_s, peak, _predict_rows(out)))
+        if variant == "auto":  # what auto chose here, in its own words
+            info = subprocess.run(
+                [*cli, "info", "--model", str(model), "--format", "json"], capture_output=True, text=True
+            )
+            chosen = json.loads(info.stdout) if info.returncode == 0 else {}
+            notes.append(
+                f"auto ran {chosen.get('engine')} ({chosen.get('precision')}): {chosen.get('engine_reason')}"
+            )
     return results, exports, notes
 
 
