@@ -443,7 +443,7 @@ def cached_model(clip_detector, int8_export, tmp_path, monkeypatch):
 
 
 def test_auto_runs_the_cached_int8_export_without_amx_and_explains_with_pytorch(
-    cached_model, varied_images, monkeypatch
+    cached_model, varied_images, monkeypatch, capsys
 ):
     from deepfake_detector.export.onnx import export_int8_to_cache
     from deepfake_detector.inference import loading
@@ -459,6 +459,9 @@ def test_auto_runs_the_cached_int8_export_without_amx_and_explains_with_pytorch(
     detector = Detector.from_pretrained(cached_model, jpeg_draft=False)
     assert (detector.engine.name, detector.engine.precision) == ("onnx", "int8")
     assert "no AMX" in detector.info().engine_reason and detector.model is None
+    assert main(["info", "--model", str(cached_model)]) == 0
+    shown = capsys.readouterr().out
+    assert "engine:       onnx (int8)" in shown and "why:          auto: this CPU has no AMX" in shown
     assert detector.info().model == str(cached_model)  # the rows name the model, not the export
     ours = detector.predict(varied_images[:6])
     direct = Detector.from_pretrained(folder, jpeg_draft=False).predict(varied_images[:6])
