@@ -151,8 +151,9 @@ def resolve_engine(
         cpu: This CPU's features.
         cached_int8: The int8-static export of this checkpoint in the cache
             (``fetch-backbone --int8-static``), None when there is none. "auto" runs it on a CPU without
-            AMX (where it measured fastest: 1.12x bf16 end to end on an AVX512-BF16 EPYC, and bf16 is
-            not native without AVX512-BF16); ``engine="onnx"`` or ``precision="int8"`` run it anywhere.
+            AMX (where it measured fastest: 1.12x and 1.22x bf16 end to end in two runs on an AVX512-BF16
+            EPYC, and bf16 is not native without AVX512-BF16); ``engine="onnx"`` or
+            ``precision="int8"`` run it anywhere.
 
     Raises:
         EngineError: An unknown value, or a combination this checkpoint or machine can't run; the
