@@ -236,7 +236,6 @@ def test_a_quantised_layer_computes_the_per_token_int8_product_exactly(tmp_path)
     low, high = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
     scale = np.maximum(high - low, 1e-12) / 255
     levels = np.floor((x - low) / scale + 0.5)  # round half up, in [0, 255]
-    assert levels.min() == 0 and levels.max() == 255
     expected = (low + scale * levels) @ (np.round(weight / step) * step) + layer.proj.bias.detach().numpy()
     assert result.shape == (2, 5, 8)
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-4)

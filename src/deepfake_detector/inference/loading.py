@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from deepfake_detector.faces.crops import FaceChoice, FaceMode, build_face_mode
 from deepfake_detector.inference.engines import (
+    EXPORT_INFO_FILE,
     EngineChoice,
     build_engine,
     detect_cpu_features,
@@ -293,7 +294,7 @@ def _find_cached_int8_export(folder) -> Path | None:
     """The int8-static export of the checkpoint at ``folder`` that ``fetch-backbone --int8-static``
     wrote, if it is there."""
     export = int8_export_folder(folder)
-    return export if export is not None and load_export_info(export) is not None else None
+    return export if export is not None and (export / EXPORT_INFO_FILE).is_file() else None
 
 
 def _load_model(checkpoint: ResolvedCheckpoint, allow_pickle: bool, model_kwargs: dict):
