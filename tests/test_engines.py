@@ -169,3 +169,87 @@ def test_info_reports_the_engine_and_precision(seed_checkpoint, capsys):
     assert main(["info", "--model", str(seed_checkpoint), "--precision", "fp32", "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert '"engine": "torch"' in out and '"precision": "fp32"' in out
+
+
+@pytest.mark.parametrize("resample", [2, 3])
+def test_the_numpy_processor_gives_transformers_pixels_bit_for_bit(varied_images, tmp_path, resample):
+    import json
+
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    from deepfake_detector.inference.preprocessing import NumpyImageProcessor, load_image_processor
+
+    ViTImageProcessor(size={"height": 48, "width": 40}, resample=resample).save_pretrained(tmp_path)
+    ours = load_image_processor(tmp_path, without_transformers=True)
+    assert isinstance(ours, NumpyImageProcessor)
+    theirs = AutoImageProcessor.from_pretrained(tmp_path)
+    for path in varied_images:
+        image = load_image(path)
+        expected = theirs(images=[image], return_tensors="np")["pixel_values"]  # (1, 3, 48, 40)
+        np.testing.assert_array_equal(ours(images=[image])["pixel_values"], expected)
+        np.testing.assert_array_equal(ImagePreprocessor(ours)(image), expected[0])
+    settings = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert ours.to_dict() == settings  # what `info` describes
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"size": {"shortest_edge": 40}},
+        {"do_center_crop": True, "crop_size": {"height": 30, "width": 30}},
+        {"image_processor_type": "CLIPImageProcessor"},
+        {"do_normalize": False},
+        {"resample": 9},
+        {"some_new_setting": 1},
+    ],
+)
+def test_other_processor_forms_are_left_to_transformers(tmp_path, change):
+    import json
+
+    from transformers import ViTImageProcessor
+
+    from deepfake_detector.inference.preprocessing import NumpyImageProcessor, load_image_processor
+
+    ViTImageProcessor(size={"height": 30, "width": 30}).save_pretrained(tmp_path)
+    file = tmp_path / "preprocessor_config.json"
+    settings = json.loads(file.read_text())
+    assert NumpyImageProcessor.supports(settings)
+    assert not NumpyImageProcessor.supports({**settings, **change})
+    if "resample" not in change:  # transformers itself loads every other form
+        file.write_text(json.dumps({**settings, **change}))
+        loaded = load_image_processor(tmp_path, without_transformers=True)
+        assert not isinstance(loaded, NumpyImageProcessor)
+
+
+def test_cpu_features_come_from_the_kernels_flags_on_linux(tmp_path):
+    import sys
+
+    import torch
+
+    from deepfake_detector.inference.engines import _read_linux_cpu_flags, detect_cpu_features
+
+    cpuinfo = tmp_path / "cpuinfo"
+    two_cpus = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_tile\n\nprocessor\t: 1\nflags\t: sse\n"
+    cpuinfo.write_text(two_cpus)
+    assert _read_linux_cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512f", "amx_tile"}
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # an Arm CPU: no x86 flags
+    assert _read_linux_cpu_flags(str(cpuinfo)) is None
+    assert _read_linux_cpu_flags(str(tmp_path / "missing")) is None
+    if not sys.platform.startswith("linux"):
+        return
+    found = detect_cpu_features()  # the kernel's flags agree with PyTorch's cpuinfo on this machine
+    assert found.amx == torch.cpu._is_amx_tile_supported()
+    assert found.avx512_bf16 == torch.cpu._is_avx512_bf16_supported()
+    assert found.avx512 == torch.cpu._is_avx512_supported()
+    assert found.avx2 == torch.cpu._is_avx2_supported()
+
+
+def test_auto_device_is_the_cpu_for_an_export_and_for_a_cpu_build_of_pytorch():
+    from deepfake_detector.inference.loading import _cpu_only_torch_build, _resolve_device
+
+    assert _resolve_device("auto", onnx_export=True) == "cpu"
+    assert _resolve_device("cuda:1", onnx_export=False) == "cuda:1"
+    cpu_build = "__version__ = '2.13.0+cpu'\ncuda: Optional[str] = None\nhip: Optional[str] = None\n"
+    assert _cpu_only_torch_build(cpu_build)
+    assert not _cpu_only_torch_build(cpu_build.replace("cuda: Optional[str] = None", "cuda = '12.8'"))
+    assert not _cpu_only_torch_build(cpu_build.replace("hip: Optional[str] = None", "hip = '6.4.1'"))

@@ -145,3 +145,23 @@ def test_readme_speed_commands_run(seed_checkpoint, varied_images, tmp_path):
         assert result.returncode == 0, f"{command}\n{result.stderr}"
     for output in tmp_path.glob("*.jsonl"):
         assert len(output.read_text().splitlines()) == len(jpegs)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_predict_on_an_export_never_imports_pytorch_or_transformers(exported, varied_images, precision):
+    import subprocess
+    import sys
+
+    # A fresh interpreter: this one has imported both long ago. Importing either costs seconds of
+    # start-up that a detector running ONNX Runtime does not need.
+    image, folder = str(varied_images[0]), str(exported[precision])
+    script = (
+        "import sys\n"
+        "from deepfake_detector.cli.main import main\n"
+        f"code = main(['predict', {image!r}, '--model', {folder!r}, '--quiet'])\n"
+        "print('exit', code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "exit 0 False False", run.stdout
+    assert image in run.stdout  # it did score the image

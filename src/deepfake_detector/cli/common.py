@@ -105,11 +105,25 @@ def detector_config(args: argparse.Namespace):
 
 
 def quiet_libraries() -> None:
-    """Hide transformers' load-time progress bars and backend notices; our own errors say what matters."""
-    from transformers.utils import logging as hf_logging
+    """Hide transformers' load-time progress bars and backend notices; our own errors say what matters.
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    Without importing transformers (which imports PyTorch, seconds a detector running an ONNX export
+    never needs): transformers reads its verbosity from the environment and its progress-bar switch
+    from huggingface_hub's when it is first imported; if it already is, it is told directly.
+    """
+    import os
+    import sys
+
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    else:
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 
 
 def load_detector(args: argparse.Namespace):

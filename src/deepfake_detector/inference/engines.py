@@ -76,7 +76,16 @@ class CpuFeatures:
 
 
 def detect_cpu_features() -> CpuFeatures:
-    """Asks PyTorch's cpuinfo what this CPU supports (at run time, not at build time)."""
+    """What this CPU supports, at run time: the kernel's CPU flags on Linux (read without importing
+    PyTorch, which a detector running an ONNX export never needs), else PyTorch's cpuinfo."""
+    flags = _read_linux_cpu_flags()
+    if flags is not None:
+        return CpuFeatures(
+            amx="amx_tile" in flags and "amx_bf16" in flags,
+            avx512_bf16="avx512_bf16" in flags,
+            avx512={"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
+            avx2="avx2" in flags,
+        )
     import torch
 
     def supported(name: str) -> bool:
@@ -91,6 +100,20 @@ def detect_cpu_features() -> CpuFeatures:
         avx512=supported("_is_avx512_supported"),
         avx2=supported("_is_avx2_supported"),
     )
+
+
+def _read_linux_cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
+    """The first processor's x86 flags in ``/proc/cpuinfo`` (the kernel lists only what it enables,
+    AMX included); None where there is no such file or line (other systems, other architectures)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return set(value.split())
+    except OSError:
+        return None
+    return None
 
 
 def supports_native_bf16(device: str) -> bool:

@@ -373,15 +373,15 @@ def materialize_head_bundle(
     Raises:
         CheckpointError: The backbone can't be had (see `ensure_backbone`), or the head doesn't fit it.
     """
-    import torch
-    from safetensors.torch import load_file, save_file
-
     bundle = Path(bundle)
     members = sorted(m for m in bundle.iterdir() if m.is_file() and m.suffix in (".safetensors", ".json"))
     content = hashlib.sha256("".join(f"{m.name}:{compute_sha256(m)}\n" for m in members).encode())
     target = Path(cache_dir or cache_root()) / "models" / f"{name}-{content.hexdigest()[:16]}"
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
+    import torch  # only to assemble: a detector running the cached int8 export never imports it
+    from safetensors.torch import load_file, save_file
+
     backbone = Path(backbone) if backbone is not None else ensure_backbone(cache_dir, allow_fetch=allow_fetch)
     tower = {
         key: value
