@@ -31,7 +31,9 @@ What it does, all in one run:
 
 ``--model-step`` adds the model alone: a large matmul's FLOP/s (this CPU's limit), the model's FLOPs
 per image, and images/s per engine at batch 8. ``--profile`` adds where one image's time goes:
-reading, decoding (whole and draft), preprocessing, model step. The CPU is shared in some setups:
+reading, decoding (whole and draft), preprocessing, model step. ``--startup`` adds each command on
+one image (the first file), a fresh process each time, median of 3: what a user waits for one answer,
+nearly all of it imports and loading, against the pipeline's own. The CPU is shared in some setups:
 the load average is printed before and after; compare figures only within one run.
 """
 
@@ -321,6 +323,37 @@ def profile_stages(model_folder: Path, paths: list[Path], batch_size: int = 8) -
     print(f"| model step (batch {batch_size}) | {model_s * 1000:.1f} | |")
 
 
+def measure_startup(
+    args, model: Path, exports: dict[str, Path], image: Path, work: Path, runs: int = 3
+) -> None:
+    """Prints each command's wall time on one image (imports, loading, one model step), median of
+    ``runs`` fresh processes, and how many times faster than the pipeline's that is."""
+    listing = work / "one-file.txt"
+    listing.write_text(str(image))
+    cli = [sys.executable, "-m", "deepfake_detector"]
+    commands = [
+        (
+            "(a) transformers.pipeline",
+            [sys.executable, "-c", PIPELINE_SCRIPT, str(model), str(listing), os.devnull],
+        )
+    ]
+    for variant in args.variants:
+        folder = exports[variant.removeprefix("onnx-")] if variant.startswith("onnx-") else model
+        out = str(work / "startup.jsonl")
+        predict = [*cli, "predict", str(image), "--model", str(folder), "--output", out, "--quiet"]
+        commands.append((f"(b) {variant}", [*predict, *VARIANTS[variant]]))
+    print(f"\n## Start-up: one image, a fresh process each run (median of {runs}); load {_load_average()}")
+    print("| run | seconds | x pipeline | peak MiB |")
+    print("| --- | --- | --- | --- |")
+    baseline_s = None
+    for name, command in commands:
+        timed = [run_timed(command, work / "startup.log") for _ in range(runs)]
+        wall_s = float(np.median([wall for wall, _ in timed]))
+        baseline_s = baseline_s or wall_s
+        peak = max(peak for _, peak in timed)
+        print(f"| {name} | {wall_s:.2f} | {baseline_s / wall_s:.2f} | {peak:.0f} |")
+
+
 def run_variants(args, model: Path, images: Path, work: Path) -> tuple[list, dict[str, Path], list[str]]:
     """Times each predict variant; returns (results, export folders, export notes)."""
     results, exports, notes = [], {}, []
@@ -409,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="folder for the model, images and outputs (kept; reused)")
     parser.add_argument("--model-step", action="store_true", help="also measure the model step alone")
     parser.add_argument("--profile", action="store_true", help="also time each stage for one image")
+    parser.add_argument("--startup", action="store_true", help="also time each command on one image")
     args = parser.parse_args(argv)
     if "onnx-int8-static" in args.variants and not args.calibration_data:
         parser.error("onnx-int8-static needs --calibration-data")
@@ -447,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_model_step(Path(model), exports)
     if args.profile:
         profile_stages(Path(model), paths)
+    if args.startup:
+        measure_startup(args, Path(model), exports, paths[0], work)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -177,7 +177,7 @@ def test_the_numpy_processor_gives_transformers_pixels_bit_for_bit(varied_images
 
     from transformers import AutoImageProcessor, ViTImageProcessor
 
-    from deepfake_detector.inference.preprocessing import NumpyImageProcessor, load_image_processor
+    from deepfake_detector.modeling.image_processor import NumpyImageProcessor, load_image_processor
 
     ViTImageProcessor(size={"height": 48, "width": 40}, resample=resample).save_pretrained(tmp_path)
     ours = load_image_processor(tmp_path, without_transformers=True)
@@ -208,7 +208,7 @@ def test_other_processor_forms_are_left_to_transformers(tmp_path, change):
 
     from transformers import ViTImageProcessor
 
-    from deepfake_detector.inference.preprocessing import NumpyImageProcessor, load_image_processor
+    from deepfake_detector.modeling.image_processor import NumpyImageProcessor, load_image_processor
 
     ViTImageProcessor(size={"height": 30, "width": 30}).save_pretrained(tmp_path)
     file = tmp_path / "preprocessor_config.json"

@@ -198,16 +198,17 @@ def load_model_and_processor(checkpoint: ResolvedCheckpoint, *, allow_pickle: bo
     Returns:
         ``(model, processor)``, the model in eval mode on the CPU.
     """
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
     from deepfake_detector.modeling.clip_detector import register_auto_classes
+    from deepfake_detector.modeling.image_processor import load_image_processor
 
     register_auto_classes()
     try:
         model = AutoModelForImageClassification.from_pretrained(
             checkpoint.folder, use_safetensors=None if allow_pickle else True, **model_kwargs
         )
-        processor = AutoImageProcessor.from_pretrained(checkpoint.folder)
+        processor = load_image_processor(checkpoint.folder)
     except (OSError, ValueError, KeyError) as error:
         raise CheckpointError(f"{checkpoint.name!r}: cannot load the checkpoint ({error})") from error
     model.eval()
@@ -228,7 +229,7 @@ def load_config_and_processor(checkpoint: ResolvedCheckpoint):
     import json
     from types import SimpleNamespace
 
-    from deepfake_detector.inference.preprocessing import load_image_processor
+    from deepfake_detector.modeling.image_processor import load_image_processor
 
     try:
         stored = json.loads((checkpoint.folder / "config.json").read_text(encoding="utf-8"))
