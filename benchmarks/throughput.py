@@ -195,13 +195,14 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
     from deepfake_detector.inference.engines import ONNX_FILE, OnnxEngine, detect_cpu_features
 
     cpu = detect_cpu_features()
+    cached = Detector.from_pretrained(model_folder).engine_choice.folder  # the export auto runs, if any
     print(f"\n## Model step (batch {batch_size}), CPU features: {cpu.describe()}; load {_load_average()}")
     limits = {"fp32": _torch_matmul_flops(torch.float32)}
     if cpu.native_bf16:
         limits["bf16"] = _torch_matmul_flops(torch.bfloat16)
     else:
         print("bf16 matmul: not measured (no AMX/AVX512-BF16: PyTorch emulates it, far below fp32)")
-    if exports:
+    if exports or cached is not None:
         limits["int8"] = _int8_matmul_ops()
     for precision, limit in limits.items():
         kernel = "ONNX Runtime MatMulInteger" if precision == "int8" else "torch"
@@ -217,6 +218,8 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
     if cpu.native_bf16:
         candidates.insert(1, ("torch", "bf16", model_folder))
     candidates += [("onnx", form, folder) for form, folder in exports.items()]
+    if cached is not None and "int8-static" not in exports:
+        candidates.append(("onnx", "int8-static", cached))
     print("| engine | precision | images/s | images/s at the matmul limit | share |")
     print("| --- | --- | --- | --- | --- |")
     for engine, form, folder in candidates:
@@ -477,12 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results + variant_results, baseline, paths)
     for note in notes:
         print(note)
+    if args.startup:  # first: a child's peak memory counts pages this process held when it forked
+        measure_startup(args, Path(model), exports, paths[0], work)
     if args.model_step:
         measure_model_step(Path(model), exports)
     if args.profile:
         profile_stages(Path(model), paths)
-    if args.startup:
-        measure_startup(args, Path(model), exports, paths[0], work)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0

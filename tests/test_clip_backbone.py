@@ -388,3 +388,14 @@ def test_calibrate_fits_each_domains_thresholds_and_predict_keeps_them(
         if prediction.domain in with_reals:
             assert rule.fake == stored["domains"][prediction.domain]["thresholds"]["fake"]
         assert prediction.verdict == ("fake" if prediction.fake_score >= rule.fake else "real")
+
+
+def test_fetch_backbone_suggests_the_int8_export_only_where_bf16_is_not_native_and_it_is_not_built():
+    from deepfake_detector.cli.fetch_backbone import int8_static_suggestion
+    from deepfake_detector.inference.engines import CpuFeatures
+
+    avx2 = CpuFeatures(avx2=True)
+    suggestion = int8_static_suggestion(avx2, built=False)
+    assert "no native bf16 (avx2)" in suggestion and "fetch-backbone --int8-static" in suggestion
+    assert int8_static_suggestion(avx2, built=True) is None
+    assert int8_static_suggestion(CpuFeatures(avx512_bf16=True, avx512=True, avx2=True), built=False) is None

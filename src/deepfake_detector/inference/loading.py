@@ -179,7 +179,7 @@ def load_detector_parts(
         onnx_precision=export_info["precision"] if export_info else None,
         device=device,
         cpu=detect_cpu_features(),
-        cached_int8=None if export_info else _find_cached_int8_export(checkpoint.folder),
+        cached_int8=None if export_info else find_cached_int8_export(checkpoint.folder),
     )
     load_explain_model = None
     if choice.folder is not None:  # this checkpoint's int8-static export, from the cache
@@ -291,7 +291,7 @@ def build_model_info(
     )
 
 
-def _find_cached_int8_export(folder) -> Path | None:
+def find_cached_int8_export(folder) -> Path | None:
     """The int8-static export of the checkpoint at ``folder`` that ``fetch-backbone --int8-static``
     wrote, if it is there."""
     export = int8_export_folder(folder)

@@ -221,7 +221,8 @@ def load_config_and_processor(checkpoint: ResolvedCheckpoint):
     Neither needs PyTorch here, so none is imported: the config is ``config.json`` as read (a
     namespace with the attributes transformers' config would have, ``id2label`` keyed by int), and
     the processor is a `NumpyImageProcessor` where the folder's is that form (transformers' own
-    otherwise, which imports PyTorch). A detector running an export starts in about 2 s instead of 7.
+    otherwise, which imports PyTorch). A detector running an export then starts in about a second
+    instead of five or more (docs/speed.md).
 
     Returns:
         ``(config, processor)``.
