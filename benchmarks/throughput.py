@@ -20,7 +20,8 @@ What it does, all in one run:
    (b) each variant: a fresh ``deepfake-detector predict FOLDER --output rows.jsonl`` process:
    ``auto`` (the defaults; with ``fetch-backbone --int8-static`` done, the default model's cached
    int8 export on a CPU without AMX), ``exact`` (``--precision fp32 --engine torch``), ``bf16``
-   (``--precision bf16 --engine torch``), and ``onnx-fp32`` /
+   (``--precision bf16 --engine torch``), ``int8`` (``--precision int8``: the default model's
+   export that ``fetch-backbone --int8-static`` built, on any CPU, AMX included), and ``onnx-fp32`` /
    ``onnx-int8`` / ``onnx-int8-static``, which first ``deepfake-detector export`` the checkpoint (a
    one-time cost, reported apart; int8-static calibrates on ``--calibration-data``, a CLIP detector
    only) and then predict with ``--model EXPORT``.
@@ -66,6 +67,7 @@ MIXED_SIZES = [
 VARIANTS = {
     "exact": ["--precision", "fp32", "--engine", "torch"],
     "bf16": ["--precision", "bf16", "--engine", "torch"],
+    "int8": ["--precision", "int8"],
     "auto": [],
     "onnx-fp32": [],
     "onnx-int8": [],
@@ -144,19 +146,39 @@ def write_jpegs(folder: Path, count: int, sizes: list[tuple[int, int]]) -> list[
     return paths
 
 
+# Linux starts a forked child's peak memory at its parent's lifetime peak (the memory map is copied
+# with its high-water mark), so a command started straight from this process, which drew camera-size
+# JPEGs, would report at least that. This small launcher starts each command instead, and reports its
+# wall time and its own peak (the launcher's children: the command alone).
+LAUNCHER_SCRIPT = """
+import json, resource, subprocess, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+code = subprocess.call(command)
+wall_s = time.perf_counter() - start
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux reports KiB
+with open(report, "w") as handle:
+    json.dump({"code": code, "wall_s": wall_s, "peak_kib": peak_kib}, handle)
+"""
+
+
 def run_timed(command: list[str], log: Path) -> tuple[float, float]:
-    """Runs ``command``; returns (wall seconds, peak resident memory in MiB). Raises if it fails."""
-    start = time.perf_counter()
+    """Runs ``command`` through the launcher; returns (wall seconds from the command's start to its
+    exit, its peak resident memory in MiB). Raises if it fails."""
+    report = log.with_suffix(".timing.json")
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    wall_s = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(
-            f"{' '.join(command[:4])} ... exited with {code}; see {log}:\n{log.read_text()[-3000:]}"
+        subprocess.run(
+            [sys.executable, "-c", LAUNCHER_SCRIPT, str(report), *command],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=True,
         )
-    return wall_s, usage.ru_maxrss / 1024  # Linux reports KiB
+    timing = json.loads(report.read_text())
+    if timing["code"] != 0:
+        raise SystemExit(
+            f"{' '.join(command[:4])} ... exited with {timing['code']}; see {log}:\n{log.read_text()[-3000:]}"
+        )
+    return timing["wall_s"], timing["peak_kib"] / 1024
 
 
 # "Top-1" is the side of 0.5 the fake score falls on (the checkpoint's argmax for two classes), for
