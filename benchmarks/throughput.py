@@ -106,8 +106,7 @@ ViTImageProcessor(size={"height": config.image_size, "width": config.image_size}
 def build_vit_b16(folder: Path) -> Path:
     """Saves a randomly initialised ViT-B/16 (``ViTConfig`` defaults) and its image processor.
 
-    In a child process: a parent holding torch would inflate every later child's peak memory (Linux
-    counts the parent's pages a child had before it ran its own program).
+    In a child process, so that this process stays small (see `LAUNCHER_SCRIPT`).
     """
     if not (folder / "model.safetensors").is_file():
         subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(folder)], check=True, capture_output=True)
@@ -502,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results + variant_results, baseline, paths)
     for note in notes:
         print(note)
-    if args.startup:  # first: a child's peak memory counts pages this process held when it forked
+    if args.startup:
         measure_startup(args, Path(model), exports, paths[0], work)
     if args.model_step:
         measure_model_step(Path(model), exports)
