@@ -51,10 +51,14 @@ def _suggest_int8_static() -> None:
     cpu = detect_cpu_features()
     if cpu.native_bf16:  # bf16 is as fast there: nothing to suggest, nothing to look up
         return
+    from deepfake_detector.errors import CheckpointError
     from deepfake_detector.inference.loading import find_cached_int8_export
     from deepfake_detector.modeling.checkpoints import DEFAULT_MODEL, resolve_checkpoint
 
-    built = find_cached_int8_export(resolve_checkpoint(DEFAULT_MODEL).folder) is not None
+    try:  # assembles the default model in the cache, as its first use would
+        built = find_cached_int8_export(resolve_checkpoint(DEFAULT_MODEL).folder) is not None
+    except CheckpointError:  # the backbone is fetched, which is this command's job; a hint is not
+        return
     suggestion = int8_static_suggestion(cpu, built=built)
     if suggestion:
         print(f"deepfake-detector: {suggestion}", file=sys.stderr)
