@@ -214,9 +214,10 @@ def measure_model_step(model_folder: Path, exports: dict[str, Path], batch_size:
 
     from deepfake_detector import Detector
     from deepfake_detector.inference.engines import ONNX_FILE, OnnxEngine, detect_cpu_features
+    from deepfake_detector.inference.loading import find_cached_int8_export
 
     cpu = detect_cpu_features()
-    cached = Detector.from_pretrained(model_folder).engine_choice.folder  # the export auto runs, if any
+    cached = find_cached_int8_export(model_folder)  # fetch-backbone --int8-static's, if any
     print(f"\n## Model step (batch {batch_size}), CPU features: {cpu.describe()}; load {_load_average()}")
     limits = {"fp32": _torch_matmul_flops(torch.float32)}
     if cpu.native_bf16:
