@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 from deepfake_detector import Detector
 from deepfake_detector.cli.main import main
@@ -195,52 +200,131 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
         assert ours.fake_score == pytest.approx(theirs.fake_score, abs=0.05)
 
 
-def test_a_quantised_layer_computes_the_per_token_int8_product_exactly(tmp_path):
-    """One linear layer, rewritten: ONNX Runtime's result is the int8 arithmetic the docstring states
-    (each token rounded on its own [min, max], the 7-bit weight grid, the bias folded in), to float
-    rounding, on tokens with an outlier channel and on a constant token."""
-    import onnx
-    import onnxruntime
+def _quantised_layer(path, layer, tokens) -> None:
+    """Writes ``layer`` (a module with one linear layer, ``proj``) to ``path`` as the export does:
+    exported, then its MatMul rewritten by `quantize_per_token`."""
     import torch
 
-    from deepfake_detector.export.int8_static import WEIGHT_LEVELS, quantize_per_token
+    from deepfake_detector.export.int8_static import quantize_per_token
 
-    class Layer(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(16, 8)
-
-        def forward(self, hidden_states):
-            return self.proj(hidden_states)
-
-    torch.manual_seed(0)
-    layer = Layer().eval()
-    tokens = torch.randn(2, 5, 16)
-    tokens[0, :, 3] *= 40  # an outlier channel
-    tokens[1, 2] = 0.7  # a constant token: its range is empty
-    path = tmp_path / "layer.onnx"
     batch = torch.export.Dim("batch", min=1)
     torch.onnx.export(
         layer, (tokens,), dynamo=True, input_names=["x"], dynamic_shapes={"hidden_states": {0: batch}}
     ).save(str(path))
     quantize_per_token(path, ["proj"])
 
+
+def _expected_int8_product(layer, tokens, weight_levels: int | None = None) -> np.ndarray:
+    """The int8 arithmetic `quantize_per_token`'s docstring states, in float64: each token rounded on
+    its own [min, max] to 256 levels, the weights on the grid of ``weight_levels`` (default: the
+    export's, 7-bit) per output channel, the bias added."""
+    from deepfake_detector.export.int8_static import WEIGHT_LEVELS
+
+    x = tokens.numpy().astype(np.float64)
+    weight = layer.proj.weight.detach().numpy().T.astype(np.float64)  # (in, out)
+    step = np.abs(weight).max(axis=0) / (weight_levels or WEIGHT_LEVELS)
+    low, high = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    scale = np.maximum(high - low, 1e-12) / 255
+    levels = np.floor((x - low) / scale + 0.5)  # round half up, in [0, 255]
+    return (low + scale * levels) @ (np.round(weight / step) * step) + layer.proj.bias.detach().numpy()
+
+
+class _Layer(torch.nn.Module):
+    def __init__(self, width_in: int, width_out: int) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(width_in, width_out)
+
+    def forward(self, hidden_states):
+        return self.proj(hidden_states)
+
+
+def test_a_quantised_layer_computes_the_per_token_int8_product_exactly(tmp_path):
+    """One linear layer, rewritten: ONNX Runtime's result is the int8 arithmetic the docstring states
+    (each token rounded on its own [min, max], the 7-bit weight grid, the bias folded in), to float
+    rounding, on tokens with an outlier channel and on a constant token."""
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    layer = _Layer(16, 8).eval()
+    tokens = torch.randn(2, 5, 16)
+    tokens[0, :, 3] *= 40  # an outlier channel
+    tokens[1, 2] = 0.7  # a constant token: its range is empty
+    path = tmp_path / "layer.onnx"
+    _quantised_layer(path, layer, tokens)
+
     ops = [node.op_type for node in onnx.load(path).graph.node]
     assert "MatMul" not in ops and "Round" not in ops and ops.count("MatMulIntegerToFloat") == 1
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (result,) = session.run(None, {"x": tokens.numpy()})
 
-    x = tokens.numpy().astype(np.float64)
-    weight = layer.proj.weight.detach().numpy().T.astype(np.float64)  # (in, out)
-    step = np.abs(weight).max(axis=0) / WEIGHT_LEVELS
-    low, high = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
-    scale = np.maximum(high - low, 1e-12) / 255
-    levels = np.floor((x - low) / scale + 0.5)  # round half up, in [0, 255]
-    expected = (low + scale * levels) @ (np.round(weight / step) * step) + layer.proj.bias.detach().numpy()
     assert result.shape == (2, 5, 8)
-    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-4)
-    exact = x @ weight + layer.proj.bias.detach().numpy()
+    np.testing.assert_allclose(result, _expected_int8_product(layer, tokens), rtol=1e-5, atol=1e-4)
+    exact = (
+        tokens.numpy().astype(np.float64) @ layer.proj.weight.detach().numpy().T
+        + layer.proj.bias.detach().numpy()
+    )
     assert np.abs(result - exact).max() > 1e-2  # and it is int8: far from the float product
+
+
+# CI sets this (``.ci/run``): there a missing emulator is a failure, on a developer machine a skip.
+REQUIRE_QEMU = os.environ.get("DEEPFAKE_DETECTOR_REQUIRE_QEMU") == "1"
+# Run by the emulated Python: the CPU's features as NumPy reads them (from the instructions, as ONNX
+# Runtime does), and the graph's output on the saved tokens.
+_EMULATED_RUN = """
+import sys, numpy, onnxruntime
+try:
+    from numpy._core._multiarray_umath import __cpu_features__ as features
+except ImportError:
+    from numpy.core._multiarray_umath import __cpu_features__ as features
+graph, tokens, out = sys.argv[1:]
+session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+numpy.save(out, session.run(None, {"x": numpy.load(tokens)})[0])
+print(features["AVX2"], features["AVX512F"], features.get("AVX512_VNNI", False))
+"""
+
+
+def test_the_int8_products_do_not_saturate_on_an_avx2_cpu_without_vnni(tmp_path, monkeypatch):
+    """ONNX Runtime's int8 products on AVX2 without VNNI sum u8 x s8 pairs in saturating int16; the
+    7-bit weights keep the largest pair, 2 x 255 x 64, inside it. The layer runs under QEMU's user-mode
+    emulator with a Haswell CPU model (AVX2, no AVX-512, no VNNI) on tokens and weights at the ends of
+    their grids and must compute the int8 arithmetic; with 8-bit weights (2 x 255 x 127) it does not."""
+    from deepfake_detector.export import int8_static
+
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        message = "needs QEMU's user-mode emulator (apt-get install qemu-user)"
+        if REQUIRE_QEMU:
+            pytest.fail(message)
+        pytest.skip(message)
+    torch.manual_seed(0)
+    layer = _Layer(64, 6).eval()
+    with torch.no_grad():
+        layer.proj.weight[0] = 1.0  # every weight at the top of its grid: every pair at its largest
+        layer.proj.weight[1] = -1.0  # and at the bottom
+        layer.proj.weight[2, ::2] = -1.0
+    tokens = torch.full((3, 4, 64), 2.0)
+    tokens[..., 0] = -1.0  # each token's low: every other channel is on level 255
+    tokens[2] = torch.randn(4, 64)
+    np.save(tmp_path / "tokens.npy", tokens.numpy())
+
+    def emulated(levels: int) -> np.ndarray:
+        monkeypatch.setattr(int8_static, "WEIGHT_LEVELS", levels)
+        path, out = tmp_path / f"layer-{levels}.onnx", tmp_path / f"emulated-{levels}.npy"
+        _quantised_layer(path, layer, tokens)
+        command = [qemu, "-cpu", "Haswell", sys.executable, "-c", _EMULATED_RUN, str(path)]
+        ran = subprocess.run(
+            [*command, str(tmp_path / "tokens.npy"), str(out)], capture_output=True, text=True, timeout=600
+        )
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert ran.stdout.split() == ["True", "False", "False"]  # AVX2; no AVX-512, no VNNI: emulated
+        return np.load(out)
+
+    levels = int8_static.WEIGHT_LEVELS  # the export's grid
+    expected = _expected_int8_product(layer, tokens, weight_levels=levels)
+    np.testing.assert_allclose(emulated(levels), expected, rtol=1e-5, atol=1e-4)
+    saturated = emulated(127)[:2, :, :2] - _expected_int8_product(layer, tokens, weight_levels=127)[:2, :, :2]
+    assert np.abs(saturated).min() > 1  # the check can fail: 8-bit weights overflow int16 there
 
 
 def test_a_score_does_not_depend_on_the_other_images_in_its_batch(int8_export):
