@@ -284,6 +284,58 @@ print(features["AVX2"], features["AVX512F"], features.get("AVX512_VNNI", False))
 """
 
 
+def _qemu() -> str:
+    """QEMU's user-mode emulator; skips the test without it (fails it on CI)."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        message = "needs QEMU's user-mode emulator (apt-get install qemu-user)"
+        if REQUIRE_QEMU:
+            pytest.fail(message)
+        pytest.skip(message)
+    return qemu
+
+
+# Run by the emulated Python: a detector on the export, its verdicts and its logits, as JSON.
+_EMULATED_DETECTOR = """
+import json, sys
+from deepfake_detector import Detector
+from deepfake_detector.io.images import load_image
+folder, *images = sys.argv[1:]
+detector = Detector.from_pretrained(folder, jpeg_draft=False)
+verdicts = [prediction.verdict for prediction in detector.predict(images)]
+logits = detector.compute_logits([load_image(image) for image in images])
+print(json.dumps({"verdicts": verdicts, "logits": logits.tolist()}))
+"""
+
+
+def test_a_detector_on_an_emulated_avx2_cpu_gives_the_native_verdicts(int8_export, varied_images):
+    """The whole path of an int8-static export (the NumPy processor, ONNX Runtime's int8 and fp32
+    kernels, the re-check) on the emulated AVX2-only CPU: the native run's verdicts, and logits no
+    further from the native ones than int8's own error against the export's fp32 graph."""
+    qemu = _qemu()
+    images = [str(path) for path in varied_images]
+    ran = subprocess.run(
+        [qemu, "-cpu", "Haswell", sys.executable, "-c", _EMULATED_DETECTOR, str(int8_export), *images],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    emulated = json.loads(ran.stdout.splitlines()[-1])
+
+    from deepfake_detector.inference.engines import EXACT_ONNX_FILE, OnnxEngine
+    from deepfake_detector.io.images import load_image
+
+    native = Detector.from_pretrained(int8_export, jpeg_draft=False)
+    assert emulated["verdicts"] == [prediction.verdict for prediction in native.predict(images)]
+    loaded = [load_image(image) for image in images]
+    logits = native.compute_logits(loaded)
+    pixels = np.stack([native.preprocessor(image) for image in loaded])
+    fp32 = OnnxEngine(int8_export / EXACT_ONNX_FILE, precision="fp32").compute_logits(pixels)
+    int8_error = np.abs(logits - fp32).max()
+    assert np.abs(np.array(emulated["logits"]) - logits).max() <= int8_error + 1e-4
+
+
 def test_the_int8_products_do_not_saturate_on_an_avx2_cpu_without_vnni(tmp_path, monkeypatch):
     """ONNX Runtime's int8 products on AVX2 without VNNI sum u8 x s8 pairs in saturating int16; the
     7-bit weights keep the largest pair, 2 x 255 x 64, inside it. The layer runs under QEMU's user-mode
@@ -291,12 +343,7 @@ def test_the_int8_products_do_not_saturate_on_an_avx2_cpu_without_vnni(tmp_path,
     their grids and must compute the int8 arithmetic; with 8-bit weights (2 x 255 x 127) it does not."""
     from deepfake_detector.export import int8_static
 
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None:
-        message = "needs QEMU's user-mode emulator (apt-get install qemu-user)"
-        if REQUIRE_QEMU:
-            pytest.fail(message)
-        pytest.skip(message)
+    qemu = _qemu()
     torch.manual_seed(0)
     layer = _Layer(64, 6).eval()
     with torch.no_grad():
