@@ -1,9 +1,9 @@
 """Does the int8-static export keep its answers on a CPU older than this one? ONNX Runtime picks its
 kernels from the CPU it runs on (its int8 products, LayerNorms and activations have AVX2, AVX-512 and
 VNNI forms), so this runs the export's int8 graph on the same pixels twice: natively, and under QEMU's
-user-mode emulator with an older CPU model (default Haswell: AVX2 and FMA, no AVX-512, no VNNI, the
-AVX2-only EPYC's instruction set), and compares each with fp32 as the export's own check does.
-Emulation is 30-100x slower and says nothing about speed.
+user-mode emulator with an older CPU model (default Haswell: AVX2 and FMA, no AVX-512, no VNNI, like
+the AVX2-only EPYC's), and compares each with fp32 as the export's own check does. Emulation is two
+orders of magnitude slower and says nothing about speed.
 
     apt-get install qemu-user    # QEMU 7.2 or later emulates AVX2
     .venv/bin/python benchmarks/int8_emulated_cpu.py \
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -34,7 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfake_detector.inference.engines import EXACT_ONNX_FILE, ONNX_FILE, OnnxEngine
+from deepfake_detector.inference.engines import (
+    EXACT_ONNX_FILE,
+    ONNX_FILE,
+    OnnxEngine,
+    load_export_info,
+    recheck_margin_logits,
+)
 from deepfake_detector.scoring import ModelOutputs
 
 BATCH = 8
@@ -79,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
     export = args.export or _default_export()
     detector = Detector.from_pretrained(export, jpeg_draft=False)
-    info = json.loads((export / "export.json").read_text(encoding="utf-8"))
-    margin = info["quantization"]["recheck_margin_logits"]
+    margin = recheck_margin_logits(load_export_info(export))
+    if margin is None:
+        raise SystemExit(
+            f"{export}: not an int8-static export with a re-check (its export.json names no margin)"
+        )
     images = _draw_images(args.data, args.split, args.per_group)
     args.work.mkdir(parents=True, exist_ok=True)
     pixels_path = args.work / "pixels.npy"
