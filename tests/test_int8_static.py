@@ -203,8 +203,6 @@ def test_the_export_quantises_the_recipe_s_layers_per_token_and_scores_like_pyto
 def _quantised_layer(path, layer, tokens) -> None:
     """Writes ``layer`` (a module with one linear layer, ``proj``) to ``path`` as the export does:
     exported, then its MatMul rewritten by `quantize_per_token`."""
-    import torch
-
     from deepfake_detector.export.int8_static import quantize_per_token
 
     batch = torch.export.Dim("batch", min=1)
